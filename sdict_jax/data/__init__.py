@@ -1,0 +1,6 @@
+"""Input data: sources of raw example dicts, tokenizers, and the Grain pipeline.
+
+A source (e.g. `shapes.ShapesSource`) yields raw example dicts with the keys `image`,
+`captions`, `questions`, `answers`, `answer_types`, `boxes`, `refexps`, `id` (tasks a
+source lacks are empty or absent); `pipeline.make_dataset` turns them into model batches.
+"""

@@ -1,0 +1,198 @@
+"""Grain input pipeline: raw example dicts -> model batches.
+
+  source -> (source index, raw example) -> shard -> [train: shuffle -> repeat]
+         -> encode one example (train: random choices; eval: fixed) -> batch
+         -> IterDataset (read threads) -> [optional multi-process prefetch]
+
+One raw example carries several captions, questions and objects; one model example
+uses one of each. Training picks them with the per-record RNG that Grain derives from the
+seed and the record's position, so the stream is deterministic and the iterator state
+(`it.get_state()` / `it.set_state(...)`) is all a checkpoint needs. Evaluation picks
+caption 0, question `index % n_questions` and object `index % n_objects`, where `index` is
+the example's position in the source; evaluators read all references from the source by
+`example_id` themselves.
+
+Model batch (leading dimension B):
+  image          float32 [B, S, S, 3] in [0, 1]
+  question       int32 [B, max_text_len]       word ids, 0 = pad, no BOS/EOS
+  answer_scores  float32 [B, n_answers]        VQAv2 soft score min(1, count / 3)
+  refexp         int32 [B, max_text_len]
+  box            float32 [B, 4]                (ymin, xmin, ymax, xmax) in [0, 1]
+  caption_in     int32 [B, max_caption_len]    [BOS, w1 .. wn, pad ...]
+  caption_out    int32 [B, max_caption_len]    [w1 .. wn, EOS, pad ...]
+  has_vqa, has_caption, has_box  float32 [B]   1 where the raw example has the task
+  example_id     int32 [B]
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable
+
+from absl import flags
+import grain
+import numpy as np
+from PIL import Image
+
+from sdict_jax.data import tokenizer as tokenizer_lib
+
+# (image_uint8 [H, W, 3], rng) -> image_uint8: the training augmentation hook.
+ImageTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def default_normalize_answer(answer: str) -> str:
+  """Minimal answer normalisation; the official VQA normaliser can replace it."""
+  return answer.strip().lower()
+
+
+def _padded(ids: list[int], length: int) -> np.ndarray:
+  out = np.zeros(length, np.int32)
+  ids = ids[:length]
+  out[:len(ids)] = ids
+  return out
+
+
+def _as_rgb(image) -> np.ndarray:
+  """uint8 [H, W, 3] from a grey, grey+channel or RGBA image."""
+  image = np.asarray(image, np.uint8)
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.shape[-1] == 1:
+    image = np.repeat(image, 3, axis=-1)
+  return image[..., :3]
+
+
+def _resized(image: np.ndarray, size: int) -> np.ndarray:
+  """float32 [size, size, 3] in [0, 1]; resampled (bilinear) only when needed."""
+  if image.shape[:2] != (size, size):
+    image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+  return image.astype(np.float32) / 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleEncoder:
+  """Turns one (source index, raw example) pair into one model example (no batch dim).
+
+  A plain picklable object, so the pipeline can run in Grain worker processes.
+  """
+  tokenizer: tokenizer_lib.Tokenizer
+  answer_index: dict[str, int]
+  image_size: int
+  max_text_len: int
+  max_caption_len: int
+  image_transform: ImageTransform | None = None
+  normalize_answer: Callable[[str], str] = default_normalize_answer
+
+  def train_example(self, indexed: tuple[int, dict], rng: np.random.Generator) -> dict:
+    index, raw = indexed
+    choose = lambda n: int(rng.integers(n)) if n else 0
+    image = _as_rgb(raw["image"])
+    if self.image_transform is not None:
+      image = self.image_transform(image, rng)
+    return self._encode(index, raw, image, caption=choose(len(raw.get("captions", ()))),
+                        question=choose(len(raw.get("questions", ()))),
+                        obj=choose(len(raw.get("refexps", ()))))
+
+  def eval_example(self, indexed: tuple[int, dict]) -> dict:
+    index, raw = indexed
+    n_questions, n_objects = len(raw.get("questions", ())), len(raw.get("refexps", ()))
+    return self._encode(index, raw, _as_rgb(raw["image"]), caption=0,
+                        question=index % n_questions if n_questions else 0,
+                        obj=index % n_objects if n_objects else 0)
+
+  def answer_scores(self, answers: list[str]) -> np.ndarray:
+    """VQAv2 soft scores; answers outside the vocabulary are dropped."""
+    scores = np.zeros(len(self.answer_index), np.float32)
+    for answer, count in collections.Counter(map(self.normalize_answer, answers)).items():
+      if answer in self.answer_index:
+        scores[self.answer_index[answer]] = min(1.0, count / 3)
+    return scores
+
+  def _encode(self, index: int, raw: dict, image: np.ndarray, *, caption: int, question: int,
+              obj: int) -> dict[str, Any]:
+    captions, questions = raw.get("captions", []), raw.get("questions", [])
+    answers, refexps = raw.get("answers", []), raw.get("refexps", [])
+    boxes = np.asarray(raw.get("boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4)
+    if len(answers) != len(questions):
+      raise ValueError(f"Example {raw.get('id')}: {len(questions)} questions but "
+                       f"{len(answers)} answer lists; each question needs one list.")
+    if refexps and len(refexps) != len(boxes):
+      raise ValueError(f"Example {raw.get('id')}: {len(refexps)} refexps but "
+                       f"{len(boxes)} boxes; each box needs one referring expression.")
+    tok, text_len, caption_len = self.tokenizer, self.max_text_len, self.max_caption_len
+    has_vqa, has_caption, has_box = bool(questions), bool(captions), bool(refexps)
+    words = tok.encode(captions[caption])[:caption_len - 1] if has_caption else []
+    return {
+        "image": _resized(image, self.image_size),
+        "question": _padded(tok.encode(questions[question]) if has_vqa else [], text_len),
+        "answer_scores": (self.answer_scores(answers[question]) if has_vqa else
+                          np.zeros(len(self.answer_index), np.float32)),
+        "refexp": _padded(tok.encode(refexps[obj]) if has_box else [], text_len),
+        "box": boxes[obj] if has_box else np.zeros(4, np.float32),
+        "caption_in": _padded([tok.bos_id] + words if has_caption else [], caption_len),
+        "caption_out": _padded(words + [tok.eos_id] if has_caption else [], caption_len),
+        "has_vqa": np.float32(has_vqa),
+        "has_caption": np.float32(has_caption),
+        "has_box": np.float32(has_box),
+        "example_id": np.int32(raw.get("id", index)),  # sources without ids: position
+    }
+
+
+def _with_source_index(index: int, raw: dict) -> tuple[int, dict]:
+  return index, raw
+
+
+def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: list[str],
+                 image_size: int, batch_size: int, max_text_len: int,
+                 max_caption_len: int, seed: int, train: bool,
+                 num_epochs: int | None = None, image_transform: ImageTransform | None = None,
+                 normalize_answer: Callable[[str], str] = default_normalize_answer,
+                 shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True,
+                 worker_count: int = 0, read_threads: int = 4,
+                 prefetch_batches: int = 8) -> grain.IterDataset:
+  """Batches of model examples from a random-access source of raw example dicts.
+
+  Args:
+    source: random-access source (`len`, `[index]`) of raw example dicts.
+    seed: seeds the shuffle and the per-record choices/augmentations (train only).
+    train: shuffle, repeat `num_epochs` times (None: forever), random choices and
+      `image_transform`; else one ordered pass with fixed choices (see module doc).
+    shard_index, shard_count: this host takes source indices
+      `shard_index::shard_count` (disjoint shards for multi-host input).
+    worker_count: processes for `mp_prefetch`; 0 reads in this process (threads only).
+    read_threads, prefetch_batches: in-process parallelism and buffer (in batches).
+  Returns:
+    A `grain.IterDataset`; `iter()` gives a checkpointable iterator.
+  """
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f"Need 0 <= shard_index < shard_count; got shard_index="
+                     f"{shard_index}, shard_count={shard_count}.")
+  if batch_size < 1 or max_text_len < 1 or max_caption_len < 2:
+    raise ValueError(f"Need batch_size >= 1, max_text_len >= 1 and max_caption_len >= 2 "
+                     f"(room for BOS/EOS); got {batch_size}, {max_text_len}, "
+                     f"{max_caption_len}.")
+  encoder = ExampleEncoder(
+      tokenizer=tokenizer, answer_index={a: i for i, a in enumerate(answer_vocab)},
+      image_size=image_size, max_text_len=max_text_len, max_caption_len=max_caption_len,
+      image_transform=image_transform, normalize_answer=normalize_answer)
+  ds = grain.MapDataset.source(source).map_with_index(_with_source_index)
+  ds = ds[shard_index::shard_count]
+  if train:
+    # Independent streams for the shuffle and the per-record RNG, different per shard.
+    shuffle_seed, map_seed = (int(s) for s in
+                              np.random.SeedSequence([seed, shard_index]).generate_state(2))
+    ds = ds.shuffle(seed=shuffle_seed).repeat(num_epochs)
+    ds = ds.random_map(encoder.train_example, seed=map_seed)
+  else:
+    ds = ds.map(encoder.eval_example)
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=prefetch_batches))
+  if worker_count > 0:
+    # Grain 0.2.x workers read absl flags, which fail unless parsed (google/grain#1355);
+    # entry points using absl.app parse them, scripts and tests do not.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return ds

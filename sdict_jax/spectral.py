@@ -1,0 +1,471 @@
+"""The spectral dictionary (SDict) token mixer, as pure JAX functions (SPEC §1, §4).
+
+A sequence x ∈ R^{N×d} is projected by ridge least squares onto a small dictionary
+of K complex-exponential atoms Φ[n, k] = exp(i ω_k n) / sqrt(N), each coefficient is
+filtered (gain, phase bias, per-atom amplitude and phase), and the result is
+synthesised back: SDict(x) = Re(Φ · diag(a e^{iψ}) · (A ⊙ e^{iΘ} ⊙ C)).
+
+Everything real is done in real arithmetic: the real span of the atoms is
+{cos ω_k n, sin ω_k n}, so the dictionary used for least squares is the real
+N×2K matrix B = [cos θ | sin θ] / sqrt(N). Its real coefficients (p, q) give the
+complex coefficient C = p − i q, whose modulus is the atom's amplitude in x and
+whose argument is its phase.
+
+Three implementations give the same numbers at different cost:
+  dense  real GEMMs against B, closed-form (Dirichlet) Gram, one 2K×2K Cholesky
+         shared by the whole batch: O(N·K·d + K³), exact for any ω.
+  fft    atoms on the DFT grid of the current length (ω = 2π m / N): the Gram is
+         diagonal and the operator is rfft → gather K bins → filter → scatter →
+         irfft: O(d · N log N). No gradient reaches ω (frozen grid atoms).
+  pinv   the literal reference, jnp.linalg.pinv of the explicit dictionary.
+
+The same code serves 1-D sequences (grid = (N,)) and 2-D patch grids
+(grid = (H, W), position (u, v) in row-major order, atom phase ω_u u + ω_v v).
+"""
+
+import math
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+METHODS = ("dense", "fft", "pinv")
+
+
+# ---------------------------------------------------------------------------
+# The dictionary and its Gram matrix.
+# ---------------------------------------------------------------------------
+
+
+def grid_coordinates(grid: Sequence[int]) -> Array:
+  """Integer coordinates [N, len(grid)] of a row-major grid, as float32."""
+  axes = [jnp.arange(n, dtype=jnp.float32) for n in grid]
+  mesh = jnp.meshgrid(*axes, indexing="ij")
+  return jnp.stack([m.reshape(-1) for m in mesh], axis=-1)
+
+
+def atom_phases(omega: Array, grid: Sequence[int]) -> Array:
+  """θ[n, k] = <ω_k, position_n>: [N, K]; omega is [K, len(grid)]."""
+  return grid_coordinates(grid) @ omega.astype(jnp.float32).T
+
+
+def real_dictionary(omega: Array, grid: Sequence[int]) -> Array:
+  """B = [cos θ | sin θ] / sqrt(N): [N, 2K], the real span of the atoms.
+
+  Phases are reduced exactly in units of π before the sine and cosine, so an
+  atom at ω = π (or 0) gets an exactly zero sine column. A float32 sin(π·n)
+  would be ~1e-6 instead, and the ridge solve would amplify that noise by 1/ρ.
+  """
+  half_turns = atom_phases(omega / jnp.pi, grid)  # θ / π
+  half_turns = half_turns - 2 * jnp.round(half_turns / 2)  # in [−1, 1]
+  # Reflect |r| > ½ about ±1 so that r = ±1 maps to exactly 0.
+  reflect = jnp.abs(half_turns) > 0.5
+  reduced = jnp.where(reflect, jnp.sign(half_turns) - half_turns, half_turns)
+  cos = jnp.where(reflect, -1.0, 1.0) * jnp.cos(jnp.pi * reduced)
+  sin = jnp.sin(jnp.pi * reduced)
+  return jnp.concatenate([cos, sin], -1) / math.sqrt(math.prod(grid))
+
+
+def dirichlet_kernel(delta: Array, n: int) -> Array:
+  """(1/n) Σ_{t<n} exp(i δ t) = e^{iδ(n−1)/2} sin(nδ/2) / (n sin(δ/2)).
+
+  The kernel is 2π-periodic, so δ is first wrapped to (−π, π]; near δ = 0 (two
+  atoms colliding) the ratio is replaced by its Taylor series so that values and
+  gradients stay finite and exact.
+  """
+  delta = delta - 2 * jnp.pi * jnp.round(delta / (2 * jnp.pi))
+  half = delta / 2
+  near_zero = jnp.abs(n * half) < 1e-2
+  safe_half = jnp.where(near_zero, 1.0, half)
+  ratio = jnp.sin(n * safe_half) / (n * jnp.sin(safe_half))
+  ratio = jnp.where(near_zero, 1 - (n * n - 1) * half * half / 6, ratio)
+  return ratio * jnp.exp(1j * half * (n - 1))
+
+
+def dirichlet_gram(omega: Array, grid: Sequence[int]) -> Array:
+  """Complex Gram ΦᴴΦ [K, K] in closed form: G_jk = Π_axes D(ω_k − ω_j)."""
+  return _separable_kernel(omega[None, :, :] - omega[:, None, :], grid)
+
+
+def real_gram(omega: Array, grid: Sequence[int]) -> Array:
+  """BᵀB [2K, 2K] in closed form, from the Dirichlet kernel at ω_k ∓ ω_j.
+
+  cos·cos = ½ Re(D(Δ) + D(Σ)), sin·sin = ½ Re(D(Δ) − D(Σ)),
+  cos_j·sin_k = ½ Im(D(Σ) + D(Δ)), with Δ = ω_k − ω_j and Σ = ω_k + ω_j.
+  """
+  diff = dirichlet_gram(omega, grid)
+  total = _separable_kernel(omega[None, :, :] + omega[:, None, :], grid)
+  cos_cos = 0.5 * jnp.real(diff + total)
+  sin_sin = 0.5 * jnp.real(diff - total)
+  cos_sin = 0.5 * jnp.imag(total + diff)
+  top = jnp.concatenate([cos_cos, cos_sin], 1)
+  bottom = jnp.concatenate([cos_sin.T, sin_sin], 1)
+  return jnp.concatenate([top, bottom], 0)
+
+
+def _separable_kernel(delta: Array, grid: Sequence[int]) -> Array:
+  """Π_axis D_{grid[axis]}(delta[..., axis]): sums over a grid factorise."""
+  kernel = jnp.ones(delta.shape[:-1], jnp.complex64)
+  for axis, n in enumerate(grid):
+    kernel = kernel * dirichlet_kernel(delta[..., axis], n)
+  return kernel
+
+
+# ---------------------------------------------------------------------------
+# Analysis: ridge least squares for the real coefficients u = [p; q].
+# ---------------------------------------------------------------------------
+
+
+def _analysis(x, omega, grid, *, ridge, mask, method):
+  """Real coefficients u [..., 2K, d] (float32) and the synthesis basis."""
+  basis = real_dictionary(omega, grid)  # [N, 2K], float32
+  x32 = x.astype(jnp.float32)
+  if mask is None:
+    rhs = jnp.einsum("...nd,nk->...kd", x, basis.astype(x.dtype),
+                     preferred_element_type=jnp.float32)
+    if method == "pinv":
+      return _pinv_solve(basis, x32, ridge), basis, None
+    gram = real_gram(omega, grid)
+    return _shared_solve(gram, rhs, ridge), basis, None
+  # A mask changes the dictionary per example: rows of padding are zero and the
+  # atoms are renormalised to unit norm over the valid positions.
+  mask = mask.astype(jnp.float32)
+  scale = jnp.sqrt(math.prod(grid) / jnp.maximum(mask.sum(-1), 1.0))
+  row_weight = mask * scale[..., None]  # [..., N]
+  if method == "pinv":
+    masked_basis = basis * row_weight[..., None]
+    return _pinv_solve(masked_basis, x32, ridge), basis, row_weight
+  rhs = jnp.einsum("...nd,nk->...kd", x32 * row_weight[..., None], basis)
+  gram = jnp.einsum("nj,...n,nk->...jk", basis, row_weight**2, basis)
+  eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
+  return jnp.linalg.solve(gram + ridge * eye, rhs), basis, row_weight
+
+
+def _shared_solve(gram, rhs, ridge):
+  """(G + ρI)⁻¹ rhs with one Cholesky factor for every example and channel."""
+  eye = jnp.eye(gram.shape[0], dtype=jnp.float32)
+  factor = jax.scipy.linalg.cho_factor(gram + ridge * eye, lower=True)
+  flat = jnp.moveaxis(rhs, -2, 0).reshape(gram.shape[0], -1)
+  solved = jax.scipy.linalg.cho_solve(factor, flat)
+  return jnp.moveaxis(solved.reshape(jnp.moveaxis(rhs, -2, 0).shape), 0, -2)
+
+
+def _pinv_solve(basis, x, ridge):
+  """The literal reference: pinv([B; √ρ I]) [x; 0] = (BᵀB + ρI)⁻¹ Bᵀ x."""
+  def one(basis_2d, x_2d):
+    two_k = basis_2d.shape[-1]
+    augmented = jnp.concatenate(
+        [basis_2d, jnp.sqrt(ridge) * jnp.eye(two_k, dtype=jnp.float32)], 0)
+    padded = jnp.concatenate([x_2d, jnp.zeros((two_k, x_2d.shape[-1]))], 0)
+    return jnp.linalg.pinv(augmented) @ padded
+
+  batch_shape = x.shape[:-2]
+  x_flat = x.reshape((-1,) + x.shape[-2:])
+  if basis.ndim == 2:
+    u = jax.vmap(lambda xi: one(basis, xi))(x_flat)
+  else:
+    u = jax.vmap(one)(basis.reshape((-1,) + basis.shape[-2:]), x_flat)
+  return u.reshape(batch_shape + u.shape[-2:])
+
+
+def _split(u):
+  k = u.shape[-2] // 2
+  return u[..., :k, :], u[..., k:, :]
+
+
+# ---------------------------------------------------------------------------
+# Spectral filter and synthesis.
+# ---------------------------------------------------------------------------
+
+
+def spectral_filter(gain=None, phase_bias=None, amp=None, phase=None):
+  """W = a e^{iψ} · A e^{iΘ} as (real, imag) [K or K×d], or None for identity."""
+  if gain is None and phase_bias is None and amp is None and phase is None:
+    return None
+  magnitude = 1.0
+  angle = 0.0
+  if gain is not None:
+    magnitude = magnitude * gain
+  if amp is not None:
+    magnitude = magnitude * amp[:, None]
+  if phase_bias is not None:
+    angle = angle + phase_bias
+  if phase is not None:
+    angle = angle + phase[:, None]
+  magnitude = jnp.asarray(magnitude, jnp.float32)
+  angle = jnp.asarray(angle, jnp.float32)
+  return magnitude * jnp.cos(angle), magnitude * jnp.sin(angle)
+
+
+def _apply_filter(p, q, weights):
+  """(p, q) of C = p − iq, mapped to those of W·C, all in real arithmetic."""
+  if weights is None:
+    return p, q
+  w_re, w_im = weights
+  return w_re * p + w_im * q, w_re * q - w_im * p
+
+
+def _check(x, omega, grid, method, mask):
+  if method not in METHODS:
+    raise ValueError(f"method={method!r}; choose one of {METHODS}.")
+  n = math.prod(grid)
+  if x.shape[-2] != n:
+    raise ValueError(
+        f"x has {x.shape[-2]} tokens but the grid {tuple(grid)} has {n}.")
+  if omega.ndim != 2 or omega.shape[-1] != len(grid):
+    raise ValueError(f"omega must be [K, {len(grid)}], got {omega.shape}.")
+  if mask is not None and mask.shape[-1] != n:
+    raise ValueError(f"mask has length {mask.shape[-1]}, expected {n}.")
+  if method == "fft" and mask is not None:
+    raise ValueError("method='fft' needs an unpadded sequence (its frame is "
+                     "tight only over the full grid); use method='dense' with "
+                     "a mask.")
+
+
+def _mix(x, omega, grid, *, gain, phase_bias, amp, phase, ridge, mask, method):
+  _check(x, omega, grid, method, mask)
+  weights = spectral_filter(gain, phase_bias, amp, phase)
+  if method == "fft":
+    return _fft_mix(x, omega, grid, weights, ridge)
+  u, basis, row_weight = _analysis(
+      x, omega, grid, ridge=ridge, mask=mask, method=method)
+  p, q = _split(u)
+  # Atoms at ω ∈ {0, π} (per axis) have an identically zero sine column and so
+  # no sine coefficient; the ridge solve would leave rounding noise there, which
+  # a phase filter would rotate into the cosine channel.
+  sine_vanishes = jnp.all(basis[:, p.shape[-2]:] == 0, axis=0)[:, None]
+  p, q = _apply_filter(p, jnp.where(sine_vanishes, 0.0, q), weights)
+  coefficients = jnp.concatenate([p, q], -2).astype(x.dtype)
+  y = jnp.einsum("nk,...kd->...nd", basis.astype(x.dtype), coefficients,
+                 preferred_element_type=jnp.float32)
+  if row_weight is not None:
+    y = y * row_weight[..., None]
+  return y.astype(x.dtype)
+
+
+def sdict_mix(x: Array, omega: Array, *, gain: Optional[Array] = None,
+              phase_bias: Optional[Array] = None, amp: Optional[Array] = None,
+              phase: Optional[Array] = None, ridge: float = 1e-3,
+              mask: Optional[Array] = None, method: str = "dense") -> Array:
+  """SDict token mixing along axis −2 of x [..., N, d] with 1-D atoms ω [K].
+
+  gain, phase_bias: [K, d]; amp, phase: [K]; mask: [..., N] (1 = valid).
+  Padded positions neither influence valid outputs nor receive any (output 0).
+  """
+  return _mix(x, omega[:, None], (x.shape[-2],), gain=gain,
+              phase_bias=phase_bias, amp=amp, phase=phase, ridge=ridge,
+              mask=mask, method=method)
+
+
+def sdict_mix_2d(x: Array, omega_xy: Array, *, grid: Sequence[int],
+                 gain: Optional[Array] = None,
+                 phase_bias: Optional[Array] = None,
+                 amp: Optional[Array] = None, phase: Optional[Array] = None,
+                 ridge: float = 1e-3, mask: Optional[Array] = None,
+                 method: str = "dense") -> Array:
+  """SDict mixing over a row-major patch grid: x [..., H·W, d], ω [K, 2].
+
+  omega_xy[:, 0] is in radians per patch along the first grid axis (rows, u),
+  omega_xy[:, 1] along the second (columns, v).
+  """
+  return _mix(x, omega_xy, tuple(grid), gain=gain, phase_bias=phase_bias,
+              amp=amp, phase=phase, ridge=ridge, mask=mask, method=method)
+
+
+# ---------------------------------------------------------------------------
+# The FFT path: atoms on the DFT grid of the current length.
+# ---------------------------------------------------------------------------
+
+
+def grid_bins(omega: Array, grid: Sequence[int]) -> Array:
+  """Nearest DFT bin of each atom: int32 [K, len(grid)], each in [0, n)."""
+  sizes = jnp.asarray(grid, jnp.float32)
+  bins = jnp.round(omega * sizes / (2 * jnp.pi)).astype(jnp.int32)
+  return jnp.mod(bins, jnp.asarray(grid, jnp.int32))
+
+
+def is_on_grid(omega: Array, grid: Sequence[int], atol: float = 1e-4) -> bool:
+  """True when every atom sits on a distinct, non-conjugate DFT bin of grid.
+
+  The fft path is exact only then (for eager checks, outside jit).
+  """
+  omega = jnp.asarray(omega, jnp.float32).reshape(len(omega), len(grid))
+  bins = grid_bins(omega, grid)
+  sizes = jnp.asarray(grid, jnp.float32)
+  wrapped = omega - 2 * jnp.pi * bins / sizes
+  wrapped = wrapped - 2 * jnp.pi * jnp.round(wrapped / (2 * jnp.pi))
+  if not bool(jnp.all(jnp.abs(wrapped) < atol)):
+    return False
+  canonical = {_canonical(tuple(int(b) for b in row), grid) for row in bins}
+  return len(canonical) == len(bins)
+
+
+def _canonical(bin_index, grid):
+  conj = tuple((-b) % n for b, n in zip(bin_index, grid))
+  return min(bin_index, conj)
+
+
+def _fft_mix(x, omega, grid, weights, ridge):
+  """rfft → gather K bins → filter → scatter (Hermitian-consistent) → irfft."""
+  n_total = math.prod(grid)
+  rows, cols = (1, grid[0]) if len(grid) == 1 else grid
+  half = cols // 2 + 1
+  batch_shape, d = x.shape[:-2], x.shape[-1]
+  x_grid = x.astype(jnp.float32).reshape(batch_shape + (rows, cols, d))
+  spectrum = jnp.fft.rfft2(x_grid, axes=(-3, -2)).reshape(
+      batch_shape + (rows * half, d))
+
+  bins = grid_bins(omega, grid)
+  row_bin, col_bin = (jnp.zeros_like(bins[:, 0]), bins[:, 0]) if len(
+      grid) == 1 else (bins[:, 0], bins[:, 1])
+  # rfft stores only columns 0..cols/2; an atom beyond is read and written
+  # through its conjugate bin (for real x, X[−m] = conj X[m]).
+  flipped = col_bin > cols // 2
+  row_bin = jnp.where(flipped, (-row_bin) % rows, row_bin)
+  col_bin = jnp.where(flipped, (-col_bin) % cols, col_bin)
+  stored = row_bin * half + col_bin
+  self_conjugate = ((2 * row_bin) % rows == 0) & ((2 * col_bin) % cols == 0)
+  # Diagonal of BᵀB: ½ for cos² and sin², 1 for cos² at self-conjugate bins
+  # (whose sine column is identically zero).
+  norm = jnp.where(self_conjugate, 1.0, 0.5)[:, None]
+
+  gathered = spectrum[..., stored, :]
+  gathered = jnp.where(flipped[:, None], jnp.conj(gathered), gathered)
+  coefficient = gathered / (math.sqrt(n_total) * (norm + ridge))
+  p, q = _apply_filter(jnp.real(coefficient), -jnp.imag(coefficient), weights)
+  value = (p - 1j * q) * (math.sqrt(n_total) / 2)
+  value = jnp.where(flipped[:, None], jnp.conj(value), value)
+
+  output = jnp.zeros(batch_shape + (rows * half, d), jnp.complex64)
+  output = output.at[..., stored, :].add(value)
+  # Columns 0 and cols/2 are not mirrored by irfft: write the conjugate bin too.
+  edge = ((col_bin == 0) | (2 * col_bin == cols))[:, None]
+  mirror = ((-row_bin) % rows) * half + col_bin
+  output = output.at[..., mirror, :].add(jnp.where(edge, jnp.conj(value), 0))
+  output = output.reshape(batch_shape + (rows, half, d))
+  y = jnp.fft.irfft2(output, s=(rows, cols), axes=(-3, -2))
+  return y.reshape(batch_shape + (n_total, d)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Coefficients and the auxiliary reconstruction loss.
+# ---------------------------------------------------------------------------
+
+
+def _as_nd(omega, grid, n):
+  if omega.ndim == 1:
+    return omega[:, None], (n,)
+  if grid is None:
+    raise ValueError("2-D atoms (omega [K, 2]) need grid=(H, W).")
+  return omega, tuple(grid)
+
+
+def sdict_coefficients(x: Array, omega: Array, *, ridge: float = 1e-3,
+                       mask: Optional[Array] = None,
+                       grid: Optional[Sequence[int]] = None) -> Array:
+  """Complex least-squares coefficients C = p − iq: [..., K, d] (complex64)."""
+  omega, grid = _as_nd(omega, grid, x.shape[-2])
+  _check(x, omega, grid, "dense", mask)
+  u, _, _ = _analysis(x, omega, grid, ridge=ridge, mask=mask, method="dense")
+  p, q = _split(u)
+  return p - 1j * q
+
+
+def reconstruction_loss(x: Array, omega: Array, *, ridge: float = 1e-3,
+                        mask: Optional[Array] = None,
+                        noise: Optional[Array] = None,
+                        grid: Optional[Sequence[int]] = None) -> Array:
+  """Mean over sequences of ‖x − Re(Φ C)‖² / ‖x‖², C fitted to x + noise.
+
+  With noise this is the denoising objective of SPEC §2: the atoms must explain
+  the clean signal from a corrupted view of it.
+  """
+  noisy = x if noise is None else x + noise
+  omega_nd, grid_nd = _as_nd(omega, grid, x.shape[-2])
+  recon = _mix(noisy, omega_nd, grid_nd, gain=None, phase_bias=None, amp=None,
+               phase=None, ridge=ridge, mask=mask, method="dense")
+  error = (x - recon).astype(jnp.float32)
+  x32 = x.astype(jnp.float32)
+  if mask is not None:
+    error = error * mask[..., None]
+    x32 = x32 * mask[..., None]
+  ratio = jnp.sum(error**2, (-2, -1)) / (jnp.sum(x32**2, (-2, -1)) + 1e-6)
+  return jnp.mean(ratio)
+
+
+# ---------------------------------------------------------------------------
+# The causal variant: damped atoms as a long convolution or a recurrence.
+# ---------------------------------------------------------------------------
+
+
+def _complex_gain(gain):
+  gain = jnp.asarray(gain)
+  if jnp.iscomplexobj(gain):
+    return jnp.real(gain).astype(jnp.float32), jnp.imag(gain).astype(
+        jnp.float32)
+  return gain.astype(jnp.float32), jnp.zeros_like(gain, jnp.float32)
+
+
+def causal_kernel(omega: Array, decay: Array, gain: Array,
+                  length: int) -> Array:
+  """h[t, c] = Re Σ_k G_kc λ_k^t with λ_k = exp(−α_k + iω_k): [length, d]."""
+  t = jnp.arange(length, dtype=jnp.float32)[:, None]
+  envelope = jnp.exp(-decay.astype(jnp.float32) * t)
+  phase = omega.astype(jnp.float32) * t
+  gain_re, gain_im = _complex_gain(gain)
+  return (envelope * jnp.cos(phase)) @ gain_re - (
+      envelope * jnp.sin(phase)) @ gain_im
+
+
+def causal_sdict(x: Array, omega: Array, decay: Array, gain: Array, *,
+                 skip: Optional[Array] = None) -> Array:
+  """y = h * x (+ skip ⊙ x), causal along axis −2 of x [..., N, d].
+
+  decay is α ≥ 0 [K] (the atoms' damping), gain G is [K, d], real or complex.
+  The convolution is a zero-padded FFT of size 2N, so it is linear, not
+  circular: y_t depends on x_{≤t} only. Cost O(d · N log N).
+  """
+  n = x.shape[-2]
+  kernel = causal_kernel(omega, decay, gain, n)
+  x32 = x.astype(jnp.float32)
+  spectrum = jnp.fft.rfft(x32, 2 * n, axis=-2) * jnp.fft.rfft(
+      kernel, 2 * n, axis=0)
+  y = jnp.fft.irfft(spectrum, 2 * n, axis=-2)[..., :n, :]
+  if skip is not None:
+    y = y + skip * x32
+  return y.astype(x.dtype)
+
+
+def causal_sdict_init(batch, omega: Array, d: int) -> Array:
+  """Zero recurrent state s [*batch, K, d] (complex64) for streaming decoding."""
+  batch = (batch,) if isinstance(batch, int) else tuple(batch)
+  return jnp.zeros(batch + (omega.shape[0], d), jnp.complex64)
+
+
+def causal_sdict_step(state: Array, x_t: Array, omega: Array, decay: Array,
+                      gain: Array, *, skip: Optional[Array] = None):
+  """One token of the recurrence: s ← λ s + x_t, y_t = Re Σ_k G_kc s_kc.
+
+  x_t is [..., d]; cost O(K·d) whatever the position. Returns (state, y_t).
+  """
+  rate = jnp.exp(-decay.astype(jnp.float32) + 1j * omega.astype(jnp.float32))
+  state = rate[:, None] * state + x_t[..., None, :].astype(jnp.float32)
+  gain_re, gain_im = _complex_gain(gain)
+  y = jnp.sum(gain_re * jnp.real(state) - gain_im * jnp.imag(state), axis=-2)
+  if skip is not None:
+    y = y + skip * x_t.astype(jnp.float32)
+  return state, y.astype(x_t.dtype)
+
+
+def causal_sdict_prefill(x: Array, omega: Array, decay: Array) -> Array:
+  """State after consuming x [..., N, d]: s_k = Σ_t λ_k^{N−1−t} x_t.
+
+  Equal to N calls of causal_sdict_step, as one GEMM (prompt prefill).
+  """
+  n = x.shape[-2]
+  age = jnp.arange(n - 1, -1, -1, dtype=jnp.float32)[:, None]
+  powers = jnp.exp(age * (-decay.astype(jnp.float32) +
+                          1j * omega.astype(jnp.float32)))  # [N, K]
+  return jnp.einsum("nk,...nd->...kd", powers,
+                    x.astype(jnp.float32).astype(jnp.complex64))
