@@ -121,12 +121,17 @@ def _spice_score(refs, preds):
   return float(score)
 
 
-def caption_scores(references, predictions):
+CAPTION_SCORERS = ("BLEU", "METEOR", "ROUGE-L", "CIDEr", "SPICE")
+
+
+def caption_scores(references, predictions, scorers=CAPTION_SCORERS):
   """COCO caption metrics of `predictions` against `references`.
 
   Args:
     references: {id: [reference caption, ...]}; may hold ids that are not predicted.
     predictions: {id: caption}; every id must have references.
+    scorers: a subset of CAPTION_SCORERS; evaluation during training asks for
+      ("BLEU", "CIDEr") and so never starts METEOR's 1 GB Java process.
 
   Returns:
     {"BLEU-1", ..., "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"} and "SPICE" when its
@@ -135,14 +140,23 @@ def caption_scores(references, predictions):
     is only meaningful over a corpus (a single image always scores 0).
   """
   _check_caption_inputs(references, predictions)
+  unknown = set(scorers) - set(CAPTION_SCORERS)
+  if unknown:
+    raise ValueError(f"Unknown caption scorers {sorted(unknown)}; choose from "
+                     f"{CAPTION_SCORERS}.")
   _require_java()
   refs, preds = _ptb_tokenize(references, predictions)
-  bleu, _ = Bleu(4).compute_score(refs, preds, verbose=0)
-  scores = {f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)}
-  scores["METEOR"] = float(_meteor().compute_score(refs, preds)[0])
-  scores["ROUGE-L"] = float(Rouge().compute_score(refs, preds)[0])
-  scores["CIDEr"] = float(Cider().compute_score(refs, preds)[0])
-  spice = _spice_score(refs, preds)
+  scores = {}
+  if "BLEU" in scorers:
+    bleu, _ = Bleu(4).compute_score(refs, preds, verbose=0)
+    scores.update({f"BLEU-{n}": float(b) for n, b in enumerate(bleu, start=1)})
+  if "METEOR" in scorers:
+    scores["METEOR"] = float(_meteor().compute_score(refs, preds)[0])
+  if "ROUGE-L" in scorers:
+    scores["ROUGE-L"] = float(Rouge().compute_score(refs, preds)[0])
+  if "CIDEr" in scorers:
+    scores["CIDEr"] = float(Cider().compute_score(refs, preds)[0])
+  spice = _spice_score(refs, preds) if "SPICE" in scorers else None
   if spice is not None:
     scores["SPICE"] = spice
   return scores

@@ -235,27 +235,33 @@ def _mix(x, omega, grid, *, gain, phase_bias, amp, phase, ridge, mask, method):
   # no sine coefficient; the ridge solve would leave rounding noise there, which
   # a phase filter would rotate into the cosine channel.
   sine_vanishes = jnp.all(basis[:, p.shape[-2]:] == 0, axis=0)[:, None]
-  p, q = _apply_filter(p, jnp.where(sine_vanishes, 0.0, q), weights)
+  q = jnp.where(sine_vanishes, 0.0, q)
+  analysed = p - 1j * q
+  p, q = _apply_filter(p, q, weights)
   coefficients = jnp.concatenate([p, q], -2).astype(x.dtype)
   y = jnp.einsum("nk,...kd->...nd", basis.astype(x.dtype), coefficients,
                  preferred_element_type=jnp.float32)
   if row_weight is not None:
     y = y * row_weight[..., None]
-  return y.astype(x.dtype)
+  return y.astype(x.dtype), analysed
 
 
 def sdict_mix(x: Array, omega: Array, *, gain: Optional[Array] = None,
               phase_bias: Optional[Array] = None, amp: Optional[Array] = None,
               phase: Optional[Array] = None, ridge: float = 1e-3,
-              mask: Optional[Array] = None, method: str = "dense") -> Array:
+              mask: Optional[Array] = None, method: str = "dense",
+              return_coefficients: bool = False):
   """SDict token mixing along axis −2 of x [..., N, d] with 1-D atoms ω [K].
 
   gain, phase_bias: [K, d]; amp, phase: [K]; mask: [..., N] (1 = valid).
   Padded positions neither influence valid outputs nor receive any (output 0).
+  With return_coefficients, also returns the analysis coefficients C = p − iq
+  [..., K, d] (before the filter), at no extra cost.
   """
-  return _mix(x, omega[:, None], (x.shape[-2],), gain=gain,
-              phase_bias=phase_bias, amp=amp, phase=phase, ridge=ridge,
-              mask=mask, method=method)
+  y, coefficients = _mix(x, omega[:, None], (x.shape[-2],), gain=gain,
+                         phase_bias=phase_bias, amp=amp, phase=phase,
+                         ridge=ridge, mask=mask, method=method)
+  return (y, coefficients) if return_coefficients else y
 
 
 def sdict_mix_2d(x: Array, omega_xy: Array, *, grid: Sequence[int],
@@ -263,14 +269,16 @@ def sdict_mix_2d(x: Array, omega_xy: Array, *, grid: Sequence[int],
                  phase_bias: Optional[Array] = None,
                  amp: Optional[Array] = None, phase: Optional[Array] = None,
                  ridge: float = 1e-3, mask: Optional[Array] = None,
-                 method: str = "dense") -> Array:
+                 method: str = "dense", return_coefficients: bool = False):
   """SDict mixing over a row-major patch grid: x [..., H·W, d], ω [K, 2].
 
   omega_xy[:, 0] is in radians per patch along the first grid axis (rows, u),
-  omega_xy[:, 1] along the second (columns, v).
+  omega_xy[:, 1] along the second (columns, v). Otherwise as sdict_mix.
   """
-  return _mix(x, omega_xy, tuple(grid), gain=gain, phase_bias=phase_bias,
-              amp=amp, phase=phase, ridge=ridge, mask=mask, method=method)
+  y, coefficients = _mix(x, omega_xy, tuple(grid), gain=gain,
+                         phase_bias=phase_bias, amp=amp, phase=phase,
+                         ridge=ridge, mask=mask, method=method)
+  return (y, coefficients) if return_coefficients else y
 
 
 # ---------------------------------------------------------------------------
@@ -332,7 +340,7 @@ def _fft_mix(x, omega, grid, weights, ridge):
 
   gathered = spectrum[..., stored, :]
   gathered = jnp.where(flipped[:, None], jnp.conj(gathered), gathered)
-  coefficient = gathered / (math.sqrt(n_total) * (norm + ridge))
+  coefficient = gathered / (math.sqrt(n_total) * (norm + ridge))  # C = p − iq
   p, q = _apply_filter(jnp.real(coefficient), -jnp.imag(coefficient), weights)
   value = (p - 1j * q) * (math.sqrt(n_total) / 2)
   value = jnp.where(flipped[:, None], jnp.conj(value), value)
@@ -345,7 +353,7 @@ def _fft_mix(x, omega, grid, weights, ridge):
   output = output.at[..., mirror, :].add(jnp.where(edge, jnp.conj(value), 0))
   output = output.reshape(batch_shape + (rows, half, d))
   y = jnp.fft.irfft2(output, s=(rows, cols), axes=(-3, -2))
-  return y.reshape(batch_shape + (n_total, d)).astype(x.dtype)
+  return y.reshape(batch_shape + (n_total, d)).astype(x.dtype), coefficient
 
 
 # ---------------------------------------------------------------------------
@@ -383,8 +391,8 @@ def reconstruction_loss(x: Array, omega: Array, *, ridge: float = 1e-3,
   """
   noisy = x if noise is None else x + noise
   omega_nd, grid_nd = _as_nd(omega, grid, x.shape[-2])
-  recon = _mix(noisy, omega_nd, grid_nd, gain=None, phase_bias=None, amp=None,
-               phase=None, ridge=ridge, mask=mask, method="dense")
+  recon, _ = _mix(noisy, omega_nd, grid_nd, gain=None, phase_bias=None,
+                  amp=None, phase=None, ridge=ridge, mask=mask, method="dense")
   error = (x - recon).astype(jnp.float32)
   x32 = x.astype(jnp.float32)
   if mask is not None:

@@ -9,6 +9,7 @@ referring expressions).
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Iterable, Protocol
 
@@ -84,3 +85,101 @@ def shapes_tokenizer() -> WordTokenizer:
 
 # SentencePiece tokenizers (for COCO / web text) implement the same `Tokenizer` interface
 # and belong here, below this line.
+
+
+class SentencePieceTokenizer:
+  """A trained SentencePiece model (see `train_sentencepiece`) as a `Tokenizer`.
+
+  The model must reserve the same special ids as `WordTokenizer` (pad 0, bos 1, eos 2,
+  unk 3); `train_sentencepiece` trains it so. Text normalisation (e.g. lower-casing) is
+  part of the model, so encode needs no preprocessing here. Pickles as the serialized
+  model, so Grain workers need no access to `model_path`.
+  """
+  pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+
+  def __init__(self, model_path: str):
+    self.model_path = str(model_path)
+    try:
+      with open(self.model_path, "rb") as f:
+        proto = f.read()
+    except OSError as e:
+      raise FileNotFoundError(
+          f"Cannot read the SentencePiece model {self.model_path!r} ({e.strerror}). "
+          "Train one with `python -m sdict_jax.data.train_tokenizer`.") from None
+    self._load(proto)
+
+  def _load(self, proto: bytes) -> None:
+    import sentencepiece  # pylint: disable=g-import-not-at-top
+    self._proto = proto
+    self._sp = sentencepiece.SentencePieceProcessor()
+    try:
+      self._sp.LoadFromSerializedProto(proto)
+    except RuntimeError as e:
+      raise ValueError(f"{self.model_path!r} is not a SentencePiece model: {e}") from None
+    found = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id(), self._sp.unk_id())
+    if found != (PAD_ID, BOS_ID, EOS_ID, UNK_ID):
+      raise ValueError(
+          f"SentencePiece model {self.model_path!r} has (pad, bos, eos, unk) ids {found}; "
+          f"this codebase needs {(PAD_ID, BOS_ID, EOS_ID, UNK_ID)}. Retrain it with "
+          "`python -m sdict_jax.data.train_tokenizer` (which sets them).")
+
+  def __getstate__(self):
+    return {"model_path": self.model_path, "proto": self._proto}
+
+  def __setstate__(self, state):
+    self.model_path = state["model_path"]
+    self._load(state["proto"])
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.GetPieceSize()
+
+  def encode(self, text: str) -> list[int]:
+    return self._sp.EncodeAsIds(text)
+
+  def decode(self, ids: Iterable[int]) -> str:
+    kept = []
+    for i in ids:
+      i = int(i)
+      if i == self.eos_id:
+        break
+      if i not in (self.pad_id, self.bos_id):
+        kept.append(i)
+    return self._sp.DecodeIds(kept)
+
+
+def train_sentencepiece(texts: Iterable[str], model_prefix: str, vocab_size: int, *,
+                        model_type: str = "unigram", lowercase: bool = True,
+                        character_coverage: float = 0.9995,
+                        max_sentences: int = 2_000_000,
+                        hard_vocab_limit: bool = True) -> str:
+  """Trains a SentencePiece model on `texts`; returns the `.model` path.
+
+  Args:
+    model_prefix: writes `<model_prefix>.model` and `<model_prefix>.vocab`.
+    vocab_size: number of ids, the 4 special ids included.
+    model_type: "unigram" or "bpe".
+    lowercase: fold case in the model's normaliser (`nmt_nfkc_cf`), as the word
+      tokenizer does; else NFKC only.
+    character_coverage: fraction of characters covered; the rarest map to UNK.
+    max_sentences: SentencePiece samples at most this many texts for training.
+    hard_vocab_limit: False lets a small corpus give fewer than `vocab_size` ids
+      (instead of an error).
+  """
+  import sentencepiece  # pylint: disable=g-import-not-at-top
+  texts = (t for t in texts if t and t.strip())
+  first = next(texts, None)
+  if first is None:  # SentencePiece would fail with an internal assertion
+    raise ValueError("No non-empty text to train the SentencePiece model on.")
+  sentencepiece.SentencePieceTrainer.Train(
+      sentence_iterator=itertools.chain([first], texts), model_prefix=str(model_prefix),
+      vocab_size=int(vocab_size), model_type=model_type,
+      character_coverage=character_coverage,
+      normalization_rule_name="nmt_nfkc_cf" if lowercase else "nmt_nfkc",
+      pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+      pad_piece=_SPECIAL_TOKENS[PAD_ID], bos_piece=_SPECIAL_TOKENS[BOS_ID],
+      eos_piece=_SPECIAL_TOKENS[EOS_ID], unk_piece=_SPECIAL_TOKENS[UNK_ID],
+      input_sentence_size=int(max_sentences), shuffle_input_sentence=True,
+      hard_vocab_limit=hard_vocab_limit,
+      minloglevel=2)  # 2: warnings and errors only
+  return f"{model_prefix}.model"

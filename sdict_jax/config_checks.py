@@ -1,0 +1,73 @@
+"""Checks a config before anything is compiled or read, naming the field and the fix."""
+
+from sdict_jax import mixers
+from sdict_jax import spectral
+from sdict_jax.data import sources
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot run; the message names the field and the fix."""
+
+
+def _require(condition: bool, message: str):
+  if not condition:
+    raise ConfigError(message)
+
+
+def validate(config, *, num_devices: int, num_processes: int = 1,
+             num_local_devices: int = 1):
+  """Raises ConfigError for the first problem found in `config`."""
+  model, data, train = config.model, config.data, config.train
+  _require(model.mixer in mixers.MIXERS,
+           f"config.model.mixer={model.mixer!r} is unknown; use one of {mixers.MIXERS}.")
+  _require(model.sdict_method in ("dense", "fft"),
+           f"config.model.sdict_method={model.sdict_method!r}; use 'dense' or 'fft' "
+           f"('pinv' is the test reference of {spectral.__name__}, not for training).")
+  _require(model.num_atoms >= 1,
+           f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
+  _require(model.width >= 1 and model.mlp_ratio >= 1,
+           f"config.model.width={model.width} and mlp_ratio={model.mlp_ratio} must be "
+           f">= 1.")
+  _require(data.image_size % model.patch_size == 0,
+           f"config.data.image_size={data.image_size} is not divisible by "
+           f"config.model.patch_size={model.patch_size}; pick sizes that divide.")
+  grid = data.image_size // model.patch_size
+  real_2d_frequencies = (grid * grid) // 2 + 2
+  _require(model.num_atoms <= real_2d_frequencies,
+           f"config.model.num_atoms={model.num_atoms} exceeds the ~{real_2d_frequencies} "
+           f"distinct real frequencies of a {grid}x{grid} patch grid; lower num_atoms or "
+           f"use smaller patches.")
+  _require(model.mixer != "attention" or model.width % model.num_heads == 0,
+           f"config.model.width={model.width} is not divisible by "
+           f"config.model.num_heads={model.num_heads}.")
+  _require(data.max_text_len <= model.max_text_len,
+           f"config.data.max_text_len={data.max_text_len} exceeds "
+           f"config.model.max_text_len={model.max_text_len}; raise the model's.")
+  _require(data.name in sources.names(),
+           f"config.data.name={data.name!r} is unknown; use one of {sources.names()}.")
+  _require(train.compute_dtype in ("float32", "bfloat16"),
+           f"config.train.compute_dtype={train.compute_dtype!r}; use 'float32' or "
+           f"'bfloat16'.")
+  _require(train.steps >= 1, f"config.train.steps={train.steps}; need at least 1.")
+  for name in ("log_every", "eval_every", "checkpoint_every", "batch_size"):
+    _require(train[name] >= 1, f"config.train.{name}={train[name]} must be >= 1.")
+  accum = config.optim.accum_steps
+  _require(accum >= 1 and train.batch_size % accum == 0,
+           f"config.train.batch_size={train.batch_size} must be a multiple of "
+           f"config.optim.accum_steps={accum}.")
+  _require((train.batch_size // accum) % num_devices == 0,
+           f"The micro-batch config.train.batch_size / config.optim.accum_steps = "
+           f"{train.batch_size // accum} is not divisible by the {num_devices} devices; "
+           f"use a multiple of {num_devices}.")
+  _require(train.batch_size % num_processes == 0,
+           f"config.train.batch_size={train.batch_size} is not divisible by the "
+           f"{num_processes} processes.")
+  _require(config.eval.batch_size % num_local_devices == 0,
+           f"config.eval.batch_size={config.eval.batch_size} is not divisible by the "
+           f"{num_local_devices} local devices.")
+  _require(config.eval.max_decode_len <= data.max_caption_len,
+           f"config.eval.max_decode_len={config.eval.max_decode_len} exceeds "
+           f"config.data.max_caption_len={data.max_caption_len}.")
+  _require(config.loss.recon_floor > 0,
+           f"config.loss.recon_floor={config.loss.recon_floor}; the reconstruction "
+           f"weight anneals to a floor > 0 and is never switched off (SPEC §2).")

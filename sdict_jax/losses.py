@@ -1,0 +1,99 @@
+"""Task and auxiliary losses (SPEC §2), as pure functions of model outputs.
+
+Each task loss averages over the examples that carry that task (`has_*` weights),
+so a batch from a source without boxes, say, contributes nothing to the box loss.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def _weighted_mean(values, weights):
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def caption_loss(logits, targets, has_caption, label_smoothing=0.1):
+  """Token cross-entropy with label smoothing over non-pad targets (id 0 = pad)."""
+  vocab = logits.shape[-1]
+  labels = optax.smooth_labels(jax.nn.one_hot(targets, vocab), label_smoothing)
+  per_token = optax.softmax_cross_entropy(logits.astype(jnp.float32), labels)
+  weights = (targets > 0).astype(jnp.float32) * has_caption[:, None]
+  return _weighted_mean(per_token, weights)
+
+
+def vqa_loss(logits, answer_scores, has_vqa):
+  """Soft-score binary cross-entropy over the answer vocabulary (VQAv2).
+
+  Summed over answers and averaged over questions, the usual VQAv2 scaling
+  (a mean over thousands of answers would make the gradient vanish).
+  """
+  if answer_scores.shape[-1] == 0:  # a source without VQA (captions only)
+    return jnp.zeros((), jnp.float32)
+  per_answer = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                  answer_scores)
+  return _weighted_mean(jnp.sum(per_answer, -1), has_vqa)
+
+
+def box_iou_and_giou(pred, target):
+  """IoU and generalised IoU of (ymin, xmin, ymax, xmax) boxes: ([B], [B])."""
+  area = lambda b: jnp.maximum(b[..., 2] - b[..., 0], 0) * jnp.maximum(
+      b[..., 3] - b[..., 1], 0)
+  top_left = jnp.maximum(pred[..., :2], target[..., :2])
+  bottom_right = jnp.minimum(pred[..., 2:], target[..., 2:])
+  intersection = jnp.prod(jnp.maximum(bottom_right - top_left, 0), -1)
+  union = area(pred) + area(target) - intersection
+  iou = intersection / jnp.maximum(union, 1e-7)
+  hull = jnp.prod(jnp.maximum(pred[..., 2:], target[..., 2:]) -
+                  jnp.minimum(pred[..., :2], target[..., :2]), -1)
+  giou = iou - (hull - union) / jnp.maximum(hull, 1e-7)
+  return iou, giou
+
+
+def box_loss(pred, target, has_box):
+  """L1 + (1 − GIoU), the DETR-style regression loss for grounding."""
+  _, giou = box_iou_and_giou(pred, target)
+  per_box = jnp.sum(jnp.abs(pred - target), -1) + (1 - giou)
+  return _weighted_mean(per_box, has_box)
+
+
+def reconstruction_weight(step, start, floor, anneal_steps):
+  """β: linear from β₀ to β_min over anneal_steps, then β_min (> 0, never off)."""
+  progress = jnp.clip(step / max(anneal_steps, 1), 0.0, 1.0)
+  return start + (floor - start) * progress
+
+
+def auxiliary_losses(aux_collection) -> dict:
+  """Mean over SDict layers of each auxiliary loss sown into the 'aux' collection."""
+  sums, counts = {}, {}
+  for path, value in jax.tree_util.tree_flatten_with_path(aux_collection)[0]:
+    name = next(str(p.key) for p in reversed(path)
+                if isinstance(p, jax.tree_util.DictKey))
+    sums[name] = sums.get(name, 0.0) + value
+    counts[name] = counts.get(name, 0) + 1
+  return {name: sums[name] / counts[name] for name in sums}
+
+
+def total_loss(outputs, batch, aux_collection, step, loss_config):
+  """The weighted training loss and a dict of its named parts."""
+  parts = {
+      "caption_loss": caption_loss(outputs["caption_logits"], batch["caption_out"],
+                                   batch["has_caption"], loss_config.label_smoothing),
+      "vqa_loss": vqa_loss(outputs["answer_logits"], batch["answer_scores"],
+                           batch["has_vqa"]),
+      "box_loss": box_loss(outputs["box"], batch["box"], batch["has_box"]),
+  }
+  loss = (loss_config.caption * parts["caption_loss"] +
+          loss_config.vqa * parts["vqa_loss"] + loss_config.box * parts["box_loss"])
+  aux = auxiliary_losses(aux_collection)
+  if "reconstruction" in aux:
+    beta = reconstruction_weight(step, loss_config.recon_start,
+                                 loss_config.recon_floor,
+                                 loss_config.recon_anneal_steps)
+    parts["reconstruction_loss"] = aux["reconstruction"]
+    loss = loss + beta * aux["reconstruction"]
+  if "sparsity" in aux:
+    parts["sparsity_loss"] = aux["sparsity"]
+    loss = loss + loss_config.sparsity * aux["sparsity"]
+  parts["loss"] = loss
+  return loss, parts

@@ -1,0 +1,312 @@
+"""SDict-VLM (SPEC §3): vision encoder, text encoder, fusion, heads, caption decoder.
+
+  image ─ patches (reshape, no convolution) ─ L_v vision blocks ─┐
+  text ── embedding ─ L_t text blocks ───────────────────────────┤
+             [CLS] ⊕ vision ⊕ text ─ L_f fusion blocks ─ [CLS] ─ VQA / box heads
+                                    └─ prefix of the caption decoder (L_d causal blocks)
+
+Every block is pre-LayerNorm → mixer → residual → LayerNorm → GELU MLP → residual;
+the mixer is chosen by name, so the attention and FNet baselines differ from
+SDict-VLM in the mixer alone.
+"""
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdict_jax import atom_init
+from sdict_jax import mixers
+
+Array = jax.Array
+_embed_init = nn.initializers.normal(0.02)
+
+
+class Block(nn.Module):
+  """Pre-LN residual block: x + mixer(LN x), then x + MLP(LN x)."""
+  mixer: Any  # constructor of a mixer module
+  mlp_ratio: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, mask=None, *, train=False, **mixer_kwargs):
+    d = x.shape[-1]
+    h = nn.LayerNorm(dtype=self.dtype, name="norm_mix")(x)
+    x = x + self.mixer(name="mixer")(h, mask, train=train, **mixer_kwargs)
+    h = nn.LayerNorm(dtype=self.dtype, name="norm_mlp")(x)
+    h = nn.Dense(self.mlp_ratio * d, dtype=self.dtype, name="mlp_in")(h)
+    h = nn.Dense(d, dtype=self.dtype, name="mlp_out")(nn.gelu(h))
+    return x + h
+
+
+def patchify(images: Array, patch_size: int) -> tuple[Array, tuple[int, int]]:
+  """[B, H, W, C] → [B, (H/p)·(W/p), p·p·C] by reshape (row-major patch grid)."""
+  b, h, w, c = images.shape
+  if h % patch_size or w % patch_size:
+    raise ValueError(f"Image size {h}x{w} is not divisible by model.patch_size="
+                     f"{patch_size}; resize the images or change the patch size.")
+  grid = (h // patch_size, w // patch_size)
+  x = images.reshape(b, grid[0], patch_size, grid[1], patch_size, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, grid[0] * grid[1], patch_size * patch_size * c), grid
+
+
+class SDictVLM(nn.Module):
+  """The vision–language model. `mixer` ∈ {'sdict', 'attention', 'fnet'}."""
+  vocab_size: int
+  num_answers: int
+  mixer: str = "sdict"
+  width: int = 128
+  mlp_ratio: int = 2
+  num_atoms: int = 32
+  patch_size: int = 8
+  pretrain_grid: tuple[int, int] = (8, 8)
+  vision_layers: int = 2
+  text_layers: int = 1
+  fusion_layers: int = 2
+  decoder_layers: int = 2
+  num_heads: int = 4
+  ridge: float = 1e-3
+  sdict_method: str = "dense"
+  tie_vision_atoms: bool = False
+  vision_position: bool = True
+  max_text_len: int = 64
+  max_caption_len: int = 64
+  recon_noise: float = 0.1
+  dtype: Any = jnp.float32
+  decode: bool = False
+
+  def setup(self):
+    d, k = self.width, self.num_atoms
+    self.token_embedding = nn.Embed(self.vocab_size, d, embedding_init=_embed_init,
+                                    dtype=self.dtype)
+    self.patch_projection = nn.Dense(d, dtype=self.dtype)
+    if self.vision_position:
+      self.vision_position_code = self.param("vision_position", _embed_init,
+                                             (*self.pretrain_grid, d))
+    self.text_position = self.param("text_position", _embed_init,
+                                    (self.max_text_len, d))
+    self.caption_position = self.param("caption_position", _embed_init,
+                                       (self.max_caption_len, d))
+    self.cls = self.param("cls", _embed_init, (1, 1, d))
+    self.segment_embedding = self.param("segment", _embed_init, (3, d))
+
+    def bidirectional(omega_init):
+      return mixers.bidirectional(self.mixer, omega_init=omega_init, ridge=self.ridge,
+                                  method=self.sdict_method,
+                                  recon_noise=self.recon_noise,
+                                  num_heads=self.num_heads)
+
+    block = functools.partial(Block, mlp_ratio=self.mlp_ratio, dtype=self.dtype)
+    vision_omega = atom_init.radial_grid_frequencies(k, self.pretrain_grid)
+    self.shared_vision_omega = (
+        self.param("vision_omega", lambda *_: jnp.asarray(vision_omega))
+        if self.tie_vision_atoms and self.mixer == "sdict" else None)
+    self.vision_blocks = [block(bidirectional(vision_omega), name=f"vision_{i}")
+                          for i in range(self.vision_layers)]
+    text_omega = atom_init.mel_frequencies(k)
+    self.text_blocks = [block(bidirectional(text_omega), name=f"text_{i}")
+                        for i in range(self.text_layers)]
+    fusion_omega = atom_init.fusion_frequencies(k, k, self.pretrain_grid)
+    self.fusion_blocks = [block(bidirectional(fusion_omega), name=f"fusion_{i}")
+                          for i in range(self.fusion_layers)]
+    causal = mixers.causal(self.mixer, num_atoms=k, num_heads=self.num_heads,
+                           decode=self.decode)
+    self.decoder_blocks = [block(causal, name=f"decoder_{i}")
+                           for i in range(self.decoder_layers)]
+    norm = functools.partial(nn.LayerNorm, dtype=self.dtype)
+    self.vision_norm, self.text_norm, self.fusion_norm, self.decoder_norm = (
+        norm(), norm(), norm(), norm())
+    self.vqa_head = [nn.Dense(d, dtype=self.dtype),
+                     nn.Dense(self.num_answers, dtype=jnp.float32)]
+    self.box_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(4, dtype=jnp.float32)]
+
+  # -- encoders ---------------------------------------------------------------
+
+  def encode_image(self, images: Array, train: bool = False) -> Array:
+    """float [B, H, W, 3] in [0, 1] → vision tokens [B, (H/p)(W/p), d]."""
+    patches, grid = patchify(images.astype(self.dtype) * 2 - 1, self.patch_size)
+    x = self.patch_projection(patches)
+    if self.vision_position:
+      code = self.vision_position_code
+      if grid != tuple(self.pretrain_grid):  # another resolution: resample the code
+        code = jax.image.resize(code, (*grid, self.width), "bilinear")
+      x = x + code.reshape(1, -1, self.width).astype(x.dtype)
+    for block in self.vision_blocks:
+      x = block(x, train=train, grid=grid, omega=self.shared_vision_omega)
+    return self.vision_norm(x)
+
+  def encode_text(self, tokens: Array, train: bool = False) -> tuple[Array, Array]:
+    """int [B, L] (0 = pad) → (text tokens [B, L, d], mask [B, L])."""
+    mask = (tokens > 0).astype(jnp.float32)
+    self._check_length(tokens.shape[1], self.max_text_len, "text")
+    x = self.token_embedding(tokens) + self.text_position[:tokens.shape[1]].astype(
+        self.dtype)
+    for block in self.text_blocks:
+      x = block(x, mask, train=train)
+    return self.text_norm(x), mask
+
+  def fuse(self, vision: Array, tokens: Array, train: bool = False):
+    """[CLS] ⊕ vision ⊕ text through the fusion blocks → (fused, mask)."""
+    text, text_mask = self.encode_text(tokens, train)
+    batch = vision.shape[0]
+    cls = jnp.broadcast_to(self.cls.astype(self.dtype), (batch, 1, self.width))
+    segments = self.segment_embedding.astype(self.dtype)
+    x = jnp.concatenate([cls + segments[0], vision + segments[1],
+                         text + segments[2]], axis=1)
+    mask = jnp.concatenate([jnp.ones((batch, 1 + vision.shape[1])), text_mask], 1)
+    for block in self.fusion_blocks:
+      x = block(x, mask, train=train)
+    return self.fusion_norm(x), mask
+
+  # -- heads ------------------------------------------------------------------
+
+  def answer_logits(self, fused: Array) -> Array:
+    hidden, out = self.vqa_head
+    return out(nn.gelu(hidden(fused[:, 0])))
+
+  def box(self, fused: Array) -> Array:
+    """(ymin, xmin, ymax, xmax) in [0, 1] from the [CLS] token."""
+    hidden, out = self.box_head
+    center_size = jax.nn.sigmoid(out(nn.gelu(hidden(fused[:, 0]))))
+    center, size = center_size[:, :2], center_size[:, 2:]
+    return jnp.clip(jnp.concatenate([center - size / 2, center + size / 2], -1),
+                    0.0, 1.0)
+
+  def caption_logits(self, tokens: Array, positions: Array,
+                     prefix: Optional[Array] = None,
+                     prefix_mask: Optional[Array] = None,
+                     train: bool = False) -> Array:
+    """Prefix-LM: logits [B, L, V] for caption tokens [B, L] at `positions` [L].
+
+    With a prefix (training, and the first decoding call), the causal blocks run
+    over prefix ⊕ tokens; in incremental decoding later calls pass one token.
+    """
+    self._check_length(int(positions.shape[0]), self.max_caption_len, "caption")
+    x = self.token_embedding(tokens) + self.caption_position[positions].astype(
+        self.dtype)
+    mask = jnp.ones(tokens.shape, jnp.float32)
+    if prefix is not None:
+      x = jnp.concatenate([prefix.astype(self.dtype), x], axis=1)
+      mask = jnp.concatenate([prefix_mask, mask], axis=1)
+    for block in self.decoder_blocks:
+      x = block(x, mask, train=train)
+    x = self.decoder_norm(x[:, -tokens.shape[1]:])
+    return self.token_embedding.attend(x).astype(jnp.float32)
+
+  def _check_length(self, length, limit, what):
+    if length > limit:
+      raise ValueError(f"A {what} of {length} tokens exceeds the model's position "
+                       f"table ({limit}); raise model.max_{what}_len or shorten "
+                       f"data.max_{what}_len.")
+
+  # -- the multi-task forward pass used in training ------------------------------
+
+  def __call__(self, batch: dict, train: bool = False) -> dict:
+    """VQA logits, boxes and caption logits for a model batch (see pipeline.py).
+
+    The image is encoded once and fused three times, with the question, the
+    referring expression and no text (captioning), as one stacked batch.
+    """
+    vision = self.encode_image(batch["image"], train)
+    texts = [batch["question"], batch["refexp"],
+             jnp.zeros_like(batch["question"])]
+    batch_size = vision.shape[0]
+    fused, mask = self.fuse(jnp.concatenate([vision] * 3, 0),
+                            jnp.concatenate(texts, 0), train)
+    for_vqa, for_box, for_caption = (fused[i * batch_size:(i + 1) * batch_size]
+                                     for i in range(3))
+    caption_len = batch["caption_in"].shape[1]
+    return {
+        "answer_logits": self.answer_logits(for_vqa),
+        "box": self.box(for_box),
+        "caption_logits": self.caption_logits(
+            batch["caption_in"], jnp.arange(caption_len), for_caption,
+            mask[2 * batch_size:], train),
+    }
+
+
+def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: int,
+                max_caption_len: int, decode: bool = False,
+                compute_dtype: str = "float32") -> SDictVLM:
+  """The model described by `config.model`, for a data source's vocabularies.
+
+  compute_dtype 'bfloat16' computes in bf16 with float32 parameters (the SDict
+  solve stays in float32 regardless).
+  """
+  dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+  if compute_dtype not in dtypes:
+    raise ValueError(f"compute dtype {compute_dtype!r}: use one of {sorted(dtypes)}.")
+  if image_size % model_config.patch_size:
+    raise ValueError(f"data.image_size={image_size} is not divisible by "
+                     f"model.patch_size={model_config.patch_size}.")
+  if model_config.num_atoms < 1:
+    raise ValueError(f"model.num_atoms={model_config.num_atoms}; need K >= 1.")
+  if model_config.mixer not in mixers.MIXERS:
+    raise ValueError(f"Unknown mixer {model_config.mixer!r}; set model.mixer to one of "
+                     f"{mixers.MIXERS}.")
+  grid = image_size // model_config.patch_size
+  return SDictVLM(
+      vocab_size=vocab_size, num_answers=max(num_answers, 1),
+      mixer=model_config.mixer, width=model_config.width,
+      mlp_ratio=model_config.mlp_ratio, num_atoms=model_config.num_atoms,
+      patch_size=model_config.patch_size, pretrain_grid=(grid, grid),
+      vision_layers=model_config.vision_layers, text_layers=model_config.text_layers,
+      fusion_layers=model_config.fusion_layers,
+      decoder_layers=model_config.decoder_layers, num_heads=model_config.num_heads,
+      ridge=model_config.ridge, sdict_method=model_config.sdict_method,
+      tie_vision_atoms=model_config.tie_vision_atoms,
+      vision_position=model_config.vision_position,
+      max_text_len=model_config.max_text_len,
+      max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
+      recon_noise=model_config.get("recon_noise", 0.1),
+      dtype=dtypes[compute_dtype], decode=decode)
+
+
+def count_parameters(model: SDictVLM, image_size: int, text_len: int = 8,
+                     caption_len: int = 8) -> int:
+  """Parameter count via jax.eval_shape: nothing is allocated."""
+  batch = dummy_batch(1, image_size, text_len, caption_len, model.num_answers)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False),
+                          jax.random.PRNGKey(0), batch)
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+
+def dummy_batch(batch_size: int, image_size: int, text_len: int, caption_len: int,
+                num_answers: int) -> dict:
+  """A model batch of zeros with the pipeline's shapes (for init and tracing)."""
+  zeros = lambda shape, dtype=jnp.int32: jnp.zeros((batch_size, *shape), dtype)
+  return {
+      "image": zeros((image_size, image_size, 3), jnp.float32),
+      "question": zeros((text_len,)), "refexp": zeros((text_len,)),
+      "answer_scores": zeros((num_answers,), jnp.float32),
+      "box": zeros((4,), jnp.float32),
+      "caption_in": zeros((caption_len,)), "caption_out": zeros((caption_len,)),
+      "has_vqa": zeros((), jnp.float32), "has_caption": zeros((), jnp.float32),
+      "has_box": zeros((), jnp.float32), "example_id": zeros(()),
+  }
+
+
+def equal_parameter_width(build, target_params: int, image_size: int,
+                          multiple: int = 8) -> int:
+  """The width (a multiple of `multiple`) whose model is closest to target_params.
+
+  `build(width)` returns a model; counts use jax.eval_shape (no allocation). Used
+  so that baselines are compared with SDict-VLM at equal parameter count.
+  """
+  def params_at(width):
+    return count_parameters(build(width), image_size)
+
+  low, high = multiple, multiple
+  while params_at(high) < target_params:
+    low, high = high, high * 2
+  while high - low > multiple:
+    middle = (low + high) // 2 // multiple * multiple
+    if params_at(middle) < target_params:
+      low = middle
+    else:
+      high = middle
+  return min((low, high), key=lambda w: abs(params_at(w) - target_params))
