@@ -14,7 +14,7 @@ position); attention's is a key/value cache.
 
 SDict layers report their auxiliary losses with `sow` into the 'aux' collection:
 'sparsity' (mean |C| over unit-norm atoms) and, in training, 'reconstruction'
-(the denoising loss of SPEC §2).
+(the denoising loss of SPEC §2, in closed-form expectation over the noise).
 """
 
 import functools
@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdict_jax import atom_init
+from sdict_jax import sharding
 from sdict_jax import spectral
 
 Array = jax.Array
@@ -61,23 +62,31 @@ class SDictMixer(nn.Module):
         phase=self.param("phase", nn.initializers.zeros, (k,)))
     two_d = omega.ndim == 2
     method = "dense" if mask is not None and self.method == "fft" else self.method
-    if two_d:
-      y, coefficients = spectral.sdict_mix_2d(
-          x, omega, grid=grid, ridge=self.ridge, mask=mask, method=method,
-          return_coefficients=True, **filters)
-    else:
-      y, coefficients = spectral.sdict_mix(
-          x, omega, ridge=self.ridge, mask=mask, method=method,
-          return_coefficients=True, **filters)
-    self.sow("aux", "sparsity", jnp.mean(jnp.abs(coefficients)))
+    mix = functools.partial(spectral.sdict_mix_2d, grid=grid) if two_d else (
+        spectral.sdict_mix)
+    # Channel-separable: on a 'tensor' mesh axis each device mixes its own slice
+    # of d with no communication (the residual's partial sums are added).
+    y, fit = sharding.channel_parallel(
+        lambda split, whole: mix(split["x"], whole["omega"], ridge=self.ridge,
+                                 mask=whole["mask"], method=method,
+                                 return_fit=True, gain=split["gain"],
+                                 phase_bias=split["phase_bias"],
+                                 amp=whole["amp"], phase=whole["phase"]),
+        dict(x=x, gain=filters["gain"], phase_bias=filters["phase_bias"]),
+        dict(omega=omega, mask=mask, amp=filters["amp"], phase=filters["phase"]),
+        out_kinds=(sharding.CHANNELS, spectral.Fit(
+            sharding.CHANNELS, sharding.SUMMED, sharding.SHARED)))
+    self.sow("aux", "sparsity", jnp.mean(jnp.abs(fit.coefficients)))
     if train:
-      clean = x.astype(jnp.float32)
-      scale = jnp.std(clean, axis=(-2, -1), keepdims=True)
-      noise = self.recon_noise * scale * jax.random.normal(
-          self.make_rng("noise"), clean.shape)
-      self.sow("aux", "reconstruction", spectral.reconstruction_loss(
-          clean, omega, ridge=self.ridge, mask=mask, noise=noise,
-          grid=grid if two_d else None))
+      # The denoising loss of SPEC §2 in expectation over the noise (exact, and
+      # free: no second projection of a noisy copy).
+      valid = None if mask is None else mask[..., None]
+      count = x.shape[-2] if mask is None else jnp.maximum(mask.sum(-1), 1.0)
+      valid_x = x.astype(jnp.float32) if valid is None else x * valid
+      mean_square = jnp.sum(valid_x**2, (-2, -1)) / (count * x.shape[-1])
+      noise_std = self.recon_noise * jnp.sqrt(mean_square)
+      self.sow("aux", "reconstruction", spectral.expected_denoising_loss(
+          x, fit, noise_std=noise_std, mask=mask))
     return y
 
 
@@ -106,7 +115,10 @@ class CausalSDictMixer(nn.Module):
     if mask is not None:
       value = value * mask[..., None]
     if not self.decode:
-      mixed = spectral.causal_sdict(value, omega, decay, gain, skip=skip)
+      mixed = sharding.channel_parallel(  # channel-separable, as above
+          lambda split, whole: spectral.causal_sdict(
+              split["x"], *whole, split["gain"], skip=split["skip"]),
+          dict(x=value, gain=gain, skip=skip), (omega, decay))
     else:
       mixed = self._decode(value, omega, decay, gain, skip)
     return dense(name="out")(mixed * gate)
@@ -204,7 +216,8 @@ class CausalFNetMixer(nn.Module):
   def __call__(self, x, mask=None, *, train=False):
     if self.decode:
       raise ValueError("The fnet baseline has no incremental decoder; decode it "
-                       "with decoding.greedy(..., incremental=False).")
+                       "by recomputation: decoding.decode_captions(..., "
+                       "incremental=False) or decoding.greedy_full.")
     n = x.shape[-2]
     if mask is not None:
       x = x * mask[..., None].astype(x.dtype)

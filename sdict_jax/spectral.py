@@ -24,13 +24,26 @@ The same code serves 1-D sequences (grid = (N,)) and 2-D patch grids
 """
 
 import math
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
 METHODS = ("dense", "fft", "pinv")
+
+
+class Fit(NamedTuple):
+  """What the least-squares analysis knows besides the output, at no extra cost.
+
+  coefficients: C = p − iq [..., K, d] (before the filter).
+  residual: ‖x − Re(Φ C)‖² per sequence [...] (the reconstruction error).
+  noise_gain: tr(((G + ρI)⁻¹ G)²) per sequence (or scalar): white noise of
+    variance σ² per entry leaks σ²·d·noise_gain energy through the projector.
+  """
+  coefficients: Array
+  residual: Array
+  noise_gain: Array
 
 
 # ---------------------------------------------------------------------------
@@ -118,28 +131,48 @@ def _separable_kernel(delta: Array, grid: Sequence[int]) -> Array:
 
 
 def _analysis(x, omega, grid, *, ridge, mask, method):
-  """Real coefficients u [..., 2K, d] (float32) and the synthesis basis."""
+  """Least squares for u = [p; q] [..., 2K, d] (float32), with what it used.
+
+  Returns (u, basis, row_weight, residual, noise_gain); see Fit.
+  """
   basis = real_dictionary(omega, grid)  # [N, 2K], float32
   x32 = x.astype(jnp.float32)
+  eye = jnp.eye(basis.shape[-1], dtype=jnp.float32)
   if mask is None:
+    row_weight = None
     rhs = jnp.einsum("...nd,nk->...kd", x, basis.astype(x.dtype),
                      preferred_element_type=jnp.float32)
+    energy = jnp.sum(x32**2, (-2, -1))
     if method == "pinv":
-      return _pinv_solve(basis, x32, ridge), basis, None
-    gram = real_gram(omega, grid)
-    return _shared_solve(gram, rhs, ridge), basis, None
-  # A mask changes the dictionary per example: rows of padding are zero and the
-  # atoms are renormalised to unit norm over the valid positions.
-  mask = mask.astype(jnp.float32)
-  scale = jnp.sqrt(math.prod(grid) / jnp.maximum(mask.sum(-1), 1.0))
-  row_weight = mask * scale[..., None]  # [..., N]
-  if method == "pinv":
-    masked_basis = basis * row_weight[..., None]
-    return _pinv_solve(masked_basis, x32, ridge), basis, row_weight
-  rhs = jnp.einsum("...nd,nk->...kd", x32 * row_weight[..., None], basis)
-  gram = jnp.einsum("nj,...n,nk->...jk", basis, row_weight**2, basis)
-  eye = jnp.eye(gram.shape[-1], dtype=gram.dtype)
-  return jnp.linalg.solve(gram + ridge * eye, rhs), basis, row_weight
+      gram = basis.T @ basis
+      u = _pinv_solve(basis, x32, ridge)
+    else:
+      gram = real_gram(omega, grid)
+      u = _shared_solve(gram, rhs, ridge)
+    leakage = jnp.linalg.solve(gram + ridge * eye, gram)  # (G + ρI)⁻¹G, shared
+  else:
+    # A mask changes the dictionary per example: rows of padding are zero and
+    # the atoms are renormalised to unit norm over the valid positions.
+    mask = mask.astype(jnp.float32)
+    scale = jnp.sqrt(math.prod(grid) / jnp.maximum(mask.sum(-1), 1.0))
+    row_weight = mask * scale[..., None]  # [..., N]
+    rhs = jnp.einsum("...nd,nk->...kd", x32 * row_weight[..., None], basis)
+    gram = jnp.einsum("nj,...n,nk->...jk", basis, row_weight**2, basis)
+    energy = jnp.sum((x32 * mask[..., None])**2, (-2, -1))
+    if method == "pinv":
+      u = _pinv_solve(basis * row_weight[..., None], x32, ridge)
+      leakage = jnp.linalg.solve(gram + ridge * eye, gram)
+    else:
+      # One factorisation serves the coefficients and the leakage (G + ρI)⁻¹G.
+      solved = jnp.linalg.solve(gram + ridge * eye,
+                                jnp.concatenate([rhs, gram], -1))
+      u, leakage = solved[..., :rhs.shape[-1]], solved[..., rhs.shape[-1]:]
+  # ‖x − Bu‖² = ‖x‖² − 2 uᵀBᵀx + uᵀGu: the residual from K-space quantities.
+  gram_u = jnp.einsum("...jk,...kd->...jd", gram, u)
+  residual = jnp.maximum(
+      energy - jnp.sum(u * (2 * rhs - gram_u), (-2, -1)), 0.0)
+  noise_gain = jnp.sum(leakage * jnp.swapaxes(leakage, -1, -2), (-2, -1))
+  return u, basis, row_weight, residual, noise_gain
 
 
 def _shared_solve(gram, rhs, ridge):
@@ -228,7 +261,7 @@ def _mix(x, omega, grid, *, gain, phase_bias, amp, phase, ridge, mask, method):
   weights = spectral_filter(gain, phase_bias, amp, phase)
   if method == "fft":
     return _fft_mix(x, omega, grid, weights, ridge)
-  u, basis, row_weight = _analysis(
+  u, basis, row_weight, residual, noise_gain = _analysis(
       x, omega, grid, ridge=ridge, mask=mask, method=method)
   p, q = _split(u)
   # Atoms at ω ∈ {0, π} (per axis) have an identically zero sine column and so
@@ -243,25 +276,25 @@ def _mix(x, omega, grid, *, gain, phase_bias, amp, phase, ridge, mask, method):
                  preferred_element_type=jnp.float32)
   if row_weight is not None:
     y = y * row_weight[..., None]
-  return y.astype(x.dtype), analysed
+  return y.astype(x.dtype), Fit(analysed, residual, noise_gain)
 
 
 def sdict_mix(x: Array, omega: Array, *, gain: Optional[Array] = None,
               phase_bias: Optional[Array] = None, amp: Optional[Array] = None,
               phase: Optional[Array] = None, ridge: float = 1e-3,
               mask: Optional[Array] = None, method: str = "dense",
-              return_coefficients: bool = False):
+              return_fit: bool = False):
   """SDict token mixing along axis −2 of x [..., N, d] with 1-D atoms ω [K].
 
   gain, phase_bias: [K, d]; amp, phase: [K]; mask: [..., N] (1 = valid).
   Padded positions neither influence valid outputs nor receive any (output 0).
-  With return_coefficients, also returns the analysis coefficients C = p − iq
-  [..., K, d] (before the filter), at no extra cost.
+  With return_fit, also returns the analysis as a `Fit` (coefficients C = p − iq
+  before the filter, reconstruction residual, noise gain) at no extra cost.
   """
-  y, coefficients = _mix(x, omega[:, None], (x.shape[-2],), gain=gain,
-                         phase_bias=phase_bias, amp=amp, phase=phase,
-                         ridge=ridge, mask=mask, method=method)
-  return (y, coefficients) if return_coefficients else y
+  y, fit = _mix(x, omega[:, None], (x.shape[-2],), gain=gain,
+                phase_bias=phase_bias, amp=amp, phase=phase, ridge=ridge,
+                mask=mask, method=method)
+  return (y, fit) if return_fit else y
 
 
 def sdict_mix_2d(x: Array, omega_xy: Array, *, grid: Sequence[int],
@@ -269,16 +302,15 @@ def sdict_mix_2d(x: Array, omega_xy: Array, *, grid: Sequence[int],
                  phase_bias: Optional[Array] = None,
                  amp: Optional[Array] = None, phase: Optional[Array] = None,
                  ridge: float = 1e-3, mask: Optional[Array] = None,
-                 method: str = "dense", return_coefficients: bool = False):
+                 method: str = "dense", return_fit: bool = False):
   """SDict mixing over a row-major patch grid: x [..., H·W, d], ω [K, 2].
 
   omega_xy[:, 0] is in radians per patch along the first grid axis (rows, u),
   omega_xy[:, 1] along the second (columns, v). Otherwise as sdict_mix.
   """
-  y, coefficients = _mix(x, omega_xy, tuple(grid), gain=gain,
-                         phase_bias=phase_bias, amp=amp, phase=phase,
-                         ridge=ridge, mask=mask, method=method)
-  return (y, coefficients) if return_coefficients else y
+  y, fit = _mix(x, omega_xy, tuple(grid), gain=gain, phase_bias=phase_bias,
+                amp=amp, phase=phase, ridge=ridge, mask=mask, method=method)
+  return (y, fit) if return_fit else y
 
 
 # ---------------------------------------------------------------------------
@@ -341,6 +373,13 @@ def _fft_mix(x, omega, grid, weights, ridge):
   gathered = spectrum[..., stored, :]
   gathered = jnp.where(flipped[:, None], jnp.conj(gathered), gathered)
   coefficient = gathered / (math.sqrt(n_total) * (norm + ridge))  # C = p − iq
+  # With a diagonal Gram g: ‖x − Bu‖² = ‖x‖² − Σ |X|²/N · (2/(g+ρ) − g/(g+ρ)²).
+  captured = jnp.abs(gathered)**2 / n_total * (
+      2 / (norm + ridge) - norm / (norm + ridge)**2)
+  residual = jnp.maximum(jnp.sum(x_grid**2, (-3, -2, -1)) -
+                         jnp.sum(captured, (-2, -1)), 0.0)
+  columns = jnp.where(self_conjugate, 1.0, 2.0)  # real columns per atom
+  noise_gain = jnp.sum(columns * (norm[:, 0] / (norm[:, 0] + ridge))**2)
   p, q = _apply_filter(jnp.real(coefficient), -jnp.imag(coefficient), weights)
   value = (p - 1j * q) * (math.sqrt(n_total) / 2)
   value = jnp.where(flipped[:, None], jnp.conj(value), value)
@@ -353,7 +392,8 @@ def _fft_mix(x, omega, grid, weights, ridge):
   output = output.at[..., mirror, :].add(jnp.where(edge, jnp.conj(value), 0))
   output = output.reshape(batch_shape + (rows, half, d))
   y = jnp.fft.irfft2(output, s=(rows, cols), axes=(-3, -2))
-  return y.reshape(batch_shape + (n_total, d)).astype(x.dtype), coefficient
+  fit = Fit(coefficient, residual, noise_gain)
+  return y.reshape(batch_shape + (n_total, d)).astype(x.dtype), fit
 
 
 # ---------------------------------------------------------------------------
@@ -375,9 +415,9 @@ def sdict_coefficients(x: Array, omega: Array, *, ridge: float = 1e-3,
   """Complex least-squares coefficients C = p − iq: [..., K, d] (complex64)."""
   omega, grid = _as_nd(omega, grid, x.shape[-2])
   _check(x, omega, grid, "dense", mask)
-  u, _, _ = _analysis(x, omega, grid, ridge=ridge, mask=mask, method="dense")
-  p, q = _split(u)
-  return p - 1j * q
+  _, fit = _mix(x, omega, grid, gain=None, phase_bias=None, amp=None,
+                phase=None, ridge=ridge, mask=mask, method="dense")
+  return fit.coefficients
 
 
 def reconstruction_loss(x: Array, omega: Array, *, ridge: float = 1e-3,
@@ -400,6 +440,23 @@ def reconstruction_loss(x: Array, omega: Array, *, ridge: float = 1e-3,
     x32 = x32 * mask[..., None]
   ratio = jnp.sum(error**2, (-2, -1)) / (jnp.sum(x32**2, (-2, -1)) + 1e-6)
   return jnp.mean(ratio)
+
+
+def expected_denoising_loss(x: Array, fit: Fit, *, noise_std,
+                            mask: Optional[Array] = None) -> Array:
+  """E over ε ~ N(0, σ²) of reconstruction_loss(x, noise=ε), in closed form.
+
+  E‖x − P(x + ε)‖² = ‖x − Px‖² + σ²·d·tr(((G + ρI)⁻¹G)²): the residual and the
+  noise gain come with the layer's own analysis (`return_fit=True`), so the
+  auxiliary loss costs no second projection. noise_std: σ per sequence [...]
+  or scalar.
+  """
+  x32 = x.astype(jnp.float32)
+  if mask is not None:
+    x32 = x32 * mask[..., None]
+  energy = jnp.sum(x32**2, (-2, -1))
+  leaked = jnp.square(noise_std) * x.shape[-1] * fit.noise_gain
+  return jnp.mean((fit.residual + leaked) / (energy + 1e-6))
 
 
 # ---------------------------------------------------------------------------

@@ -264,3 +264,34 @@ def test_fft_method_rejects_a_mask():
 def test_unknown_method_is_named():
   with pytest.raises(ValueError, match="choose one of"):
     spectral.sdict_mix(jnp.ones((8, 2)), jnp.array([0.5]), method="fast")
+
+
+@pytest.mark.parametrize("method,masked", [("dense", False), ("dense", True),
+                                           ("fft", False), ("pinv", True)])
+def test_fit_residual_equals_explicit_reconstruction_error(method, masked):
+  n = 64
+  omega = 2 * jnp.pi * jnp.array([0, 3, 7, 12, 32], jnp.float32) / n
+  x = _normal(20, (3, n, 4))
+  mask = (jnp.arange(n)[None] < jnp.array([[64], [50], [9]])) if masked else None
+  _, fit = spectral.sdict_mix(x, omega, mask=mask, method=method,
+                              return_fit=True)
+  for b in range(3):
+    valid = n if mask is None else int(mask[b].sum())
+    explicit = spectral.reconstruction_loss(x[b, :valid], omega) * jnp.sum(
+        x[b, :valid]**2)
+    np.testing.assert_allclose(fit.residual[b], explicit, rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["dense", "fft"])
+def test_expected_denoising_loss_matches_monte_carlo(method):
+  n, sigma = 64, 0.3
+  omega = 2 * jnp.pi * jnp.array([1, 3, 7, 12], jnp.float32) / n
+  x = _normal(21, (2, n, 8))
+  _, fit = spectral.sdict_mix(x, omega, method=method, return_fit=True)
+  exact_clean = spectral.expected_denoising_loss(x, fit, noise_std=0.0)
+  np.testing.assert_allclose(exact_clean,
+                             spectral.reconstruction_loss(x, omega), rtol=1e-4)
+  expected = spectral.expected_denoising_loss(x, fit, noise_std=sigma)
+  samples = [spectral.reconstruction_loss(
+      x, omega, noise=sigma * _normal(100 + i, x.shape)) for i in range(200)]
+  np.testing.assert_allclose(expected, np.mean(samples), rtol=1e-2)
