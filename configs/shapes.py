@@ -37,7 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
       mixer="sdict",  # "sdict" | "attention" | "fnet"
       width=128,
       mlp_ratio=2,
-      num_atoms=32,
+      num_atoms=16,  # per layer; fusion uses the union (2K): 2K real columns < 77 tokens
       patch_size=8,
       vision_layers=2,
       text_layers=1,

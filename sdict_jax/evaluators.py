@@ -1,7 +1,7 @@
 """Held-out evaluation: VQA accuracy, caption BLEU-4 / CIDEr, box IoU.
 
 `Evaluator.run(params)` predicts on the first `config.eval.num_examples` examples
-of a split, decodes captions greedily and scores
+of a split, decodes captions (greedily by default) and scores
 them against all reference captions of each example with the COCO caption code,
 and answers with the official VQA metric against the ten human answers.
 """
@@ -20,24 +20,31 @@ from sdict_jax import sharding
 from sdict_jax.data import pipeline
 
 
-def _predict(module, batch, *, decode_model, params, max_len, bos_id, eos_id,
-             incremental):
-  """Answer ids, boxes and greedy caption tokens for one batch (runs in apply)."""
+def _predict(module, batch, *, model, decode_model, params, max_len, bos_id, eos_id,
+             decode_options, seed):
+  """Answer ids, boxes and caption tokens for one batch (runs in apply)."""
   vision = module.encode_image(batch["image"])
   fused_q, _ = module.fuse(vision, batch["question"])
   fused_r, _ = module.fuse(vision, batch["refexp"])
-  fused_c, mask_c = module.fuse(vision, jnp.zeros_like(batch["question"]))
-  decode = decoding.greedy if incremental else decoding.greedy_full
-  captions = decode(decode_model, params, fused_c, mask_c, bos_id=bos_id,
-                    eos_id=eos_id, max_len=max_len)
+  fused_c, mask_c = module.fuse(vision, batch["question"][:, :0])  # no text
+  # Sampling noise differs from batch to batch (keyed by the first example).
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), batch["example_id"][0])
+  captions, _ = decoding.decode_captions(
+      model, decode_model, params, fused_c, mask_c, bos_id=bos_id, eos_id=eos_id,
+      max_len=max_len, options=decode_options, rng=rng)
   return {"answer": jnp.argmax(module.answer_logits(fused_q), -1),
           "box": module.box(fused_r), "caption": captions}
 
 
 class Evaluator:
-  """Scores a model on a data bundle's split."""
+  """Scores a model on a data bundle's split.
 
-  def __init__(self, model, decode_model, bundle, config, mesh):
+  Captions are decoded greedily unless `decode_options` (decoding.DecodeOptions)
+  asks for beam search or nucleus sampling (seeded by `seed`).
+  """
+
+  def __init__(self, model, decode_model, bundle, config, mesh, *,
+               decode_options=None, seed=0):
     self.model, self.bundle, self.mesh = model, bundle, mesh
     data, self.eval_config = config.data, config.eval
     self.encoder = pipeline.ExampleEncoder(
@@ -53,9 +60,11 @@ class Evaluator:
     tokenizer = bundle.tokenizer
     self._predict = jax.jit(lambda params, batch: model.apply(
         {"params": params}, batch, method=functools.partial(
-            _predict, decode_model=decode_model, params=params,
+            _predict, model=model, decode_model=decode_model, params=params,
             max_len=config.eval.max_decode_len, bos_id=tokenizer.bos_id,
-            eos_id=tokenizer.eos_id, incremental=model.mixer != "fnet")))
+            eos_id=tokenizer.eos_id,
+            decode_options=decode_options or decoding.DecodeOptions(),
+            seed=seed)))
 
   def _batches(self):
     """(local model batch, raw examples) with the last batch padded by repeats."""

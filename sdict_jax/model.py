@@ -151,15 +151,21 @@ class SDictVLM(nn.Module):
 
   def fuse(self, vision: Array, tokens: Array, train: bool = False):
     """[CLS] ⊕ vision ⊕ text through the fusion blocks → (fused, mask)."""
-    text, text_mask = self.encode_text(tokens, train)
     batch = vision.shape[0]
     cls = jnp.broadcast_to(self.cls.astype(self.dtype), (batch, 1, self.width))
     segments = self.segment_embedding.astype(self.dtype)
-    x = jnp.concatenate([cls + segments[0], vision + segments[1],
-                         text + segments[2]], axis=1)
-    mask = jnp.concatenate([jnp.ones((batch, 1 + vision.shape[1])), text_mask], 1)
+    parts = [cls + segments[0], vision + segments[1]]
+    mask = jnp.ones((batch, 1 + vision.shape[1]))
+    if tokens.shape[1]:
+      text, text_mask = self.encode_text(tokens, train)
+      parts.append(text + segments[2])
+      mask = jnp.concatenate([mask, text_mask], 1)
+    x = jnp.concatenate(parts, axis=1)
+    # Without text every position is valid: the unmasked operator is the same
+    # function, with one Gram factorisation shared by the whole batch.
+    block_mask = mask if tokens.shape[1] else None
     for block in self.fusion_blocks:
-      x = block(x, mask, train=train)
+      x = block(x, block_mask, train=train)
     return self.fusion_norm(x), mask
 
   # -- heads ------------------------------------------------------------------
@@ -208,24 +214,23 @@ class SDictVLM(nn.Module):
   def __call__(self, batch: dict, train: bool = False) -> dict:
     """VQA logits, boxes and caption logits for a model batch (see pipeline.py).
 
-    The image is encoded once and fused three times, with the question, the
-    referring expression and no text (captioning), as one stacked batch.
+    The image is encoded once. The question and the referring expression are
+    fused with it as one stacked batch; captioning fuses the image with no text
+    (a prefix of [CLS] ⊕ vision only, no padded text positions to carry).
     """
     vision = self.encode_image(batch["image"], train)
-    texts = [batch["question"], batch["refexp"],
-             jnp.zeros_like(batch["question"])]
     batch_size = vision.shape[0]
-    fused, mask = self.fuse(jnp.concatenate([vision] * 3, 0),
-                            jnp.concatenate(texts, 0), train)
-    for_vqa, for_box, for_caption = (fused[i * batch_size:(i + 1) * batch_size]
-                                     for i in range(3))
+    fused, _ = self.fuse(jnp.concatenate([vision, vision], 0),
+                         jnp.concatenate([batch["question"], batch["refexp"]], 0),
+                         train)
+    prefix, prefix_mask = self.fuse(vision, batch["question"][:, :0], train)
     caption_len = batch["caption_in"].shape[1]
     return {
-        "answer_logits": self.answer_logits(for_vqa),
-        "box": self.box(for_box),
+        "answer_logits": self.answer_logits(fused[:batch_size]),
+        "box": self.box(fused[batch_size:]),
         "caption_logits": self.caption_logits(
-            batch["caption_in"], jnp.arange(caption_len), for_caption,
-            mask[2 * batch_size:], train),
+            batch["caption_in"], jnp.arange(caption_len), prefix, prefix_mask,
+            train),
     }
 
 

@@ -137,6 +137,9 @@ def main(argv):
                jax.devices()[0].platform)
   mesh = sharding.make_mesh(config.mesh)
   writer = metric_writers.MetricWriter(workdir)
+  if jax.process_index() == 0:  # evaluate / predict rebuild the model from it
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json())
 
   # ---------------------------------------------------------------- Input
   bundle = sources.load(config.data, "train")

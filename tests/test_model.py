@@ -1,0 +1,179 @@
+"""SDict-VLM model properties (SPEC §3): the paper's claims checked on real passes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sdict_jax import model as model_lib
+
+
+def _model(mixer="sdict", **kw):
+  kw = dict(vocab_size=40, num_answers=7, mixer=mixer, width=32, num_atoms=6,
+            patch_size=8, pretrain_grid=(4, 4), vision_layers=1, text_layers=1,
+            fusion_layers=1, decoder_layers=2, num_heads=2, max_caption_len=16) | kw
+  return model_lib.SDictVLM(**kw)
+
+
+def _batch(batch_size=2, image_size=32, seed=0):
+  rng = np.random.default_rng(seed)
+  batch = model_lib.dummy_batch(batch_size, image_size, 8, 10, 7)
+  batch["image"] = jnp.asarray(rng.random((batch_size, image_size, image_size, 3)),
+                               jnp.float32)
+  batch["question"] = jnp.asarray([[5, 6, 7, 0, 0, 0, 0, 0]] * batch_size)
+  batch["refexp"] = jnp.asarray([[8, 9, 0, 0, 0, 0, 0, 0]] * batch_size)
+  batch["caption_in"] = jnp.asarray(rng.integers(3, 40, (batch_size, 10)), jnp.int32)
+  return batch
+
+
+def _params(model, batch):
+  return model.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
+                    batch)["params"]
+
+
+def _forward_jaxpr(mixer):
+  model, batch = _model(mixer), _batch()
+  params = _params(model, batch)
+  return jax.make_jaxpr(lambda p, b: model.apply(
+      {"params": p}, b, train=True, rngs={"noise": jax.random.PRNGKey(0)},
+      mutable=["aux"]))(params, batch).jaxpr
+
+
+def _all_equations(jaxpr):
+  """Every equation, including those inside pjit / custom_jvp / scan bodies."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (list, tuple)) else [param]:
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _all_equations(inner)
+
+
+def _count_softmax(jaxpr):
+  """Softmaxes however they are spelled: exp(z) divided by its own reduce_sum."""
+  count = 0
+  for scope in [jaxpr] + [getattr(p, "jaxpr", p) for e in _all_equations(jaxpr)
+                          for p in e.params.values() if hasattr(getattr(p, "jaxpr", p), "eqns")]:
+    exps = {id(v) for e in scope.eqns if e.primitive.name == "exp" for v in e.outvars}
+    sums = {id(e.outvars[0]): {id(v) for v in e.invars}
+            for e in scope.eqns if e.primitive.name == "reduce_sum"}
+    sum_of_exp = {out for out, ins in sums.items() if ins & exps}
+    # The sum may be broadcast/reshaped before the division.
+    aliases = {id(e.outvars[0]): id(e.invars[0]) for e in scope.eqns
+               if e.primitive.name in ("broadcast_in_dim", "reshape", "convert_element_type")}
+    for e in scope.eqns:
+      if e.primitive.name == "div":
+        numerator, denominator = (id(v) for v in e.invars[:2])
+        if numerator in exps and aliases.get(denominator, denominator) in sum_of_exp:
+          count += 1
+  return count
+
+
+def test_sdict_model_has_no_convolution_and_no_softmax():
+  jaxpr = _forward_jaxpr("sdict")
+  primitives = {e.primitive.name for e in _all_equations(jaxpr)}
+  assert "conv_general_dilated" not in primitives, primitives
+  assert _count_softmax(jaxpr) == 0
+  # It is the real pass: the spectral least squares and the FFTs are in it.
+  assert "cholesky" in primitives and "fft" in primitives
+
+
+def test_attention_baseline_has_softmax():
+  assert _count_softmax(_forward_jaxpr("attention")) >= 3  # vision, text, fusion, ...
+
+
+@pytest.mark.parametrize("mixer", ["sdict", "attention", "fnet"])
+def test_caption_decoder_is_causal(mixer):
+  model, batch = _model(mixer), _batch()
+  params = _params(model, batch)
+  prefix = jax.random.normal(jax.random.PRNGKey(2), (2, 17, 32))
+  prefix_mask = jnp.ones((2, 17)).at[1, 12:].set(0)
+  logits = lambda tokens: model.apply({"params": params}, tokens, jnp.arange(10),
+                                      prefix, prefix_mask,
+                                      method=model.caption_logits)
+  base = logits(batch["caption_in"])
+  for t in [0, 4, 9]:
+    changed = logits(batch["caption_in"].at[:, t].set(1))
+    np.testing.assert_allclose(changed[:, :t], base[:, :t], atol=1e-5)
+    assert np.abs(changed[:, t:] - base[:, t:]).max() > 1e-4
+
+
+@pytest.mark.parametrize("mixer", ["sdict", "attention"])
+def test_streaming_decoder_equals_parallel(mixer):
+  """Prefill + one token per call (recurrence / KV cache) == one parallel pass."""
+  from sdict_jax import decoding
+  model, batch = _model(mixer), _batch()
+  params = _params(model, batch)
+  decode_model = _model(mixer, decode=True)
+  prefix = jax.random.normal(jax.random.PRNGKey(3), (2, 17, 32))
+  prefix_mask = jnp.ones((2, 17)).at[0, 15:].set(0)
+  tokens = batch["caption_in"]
+  parallel = model.apply({"params": params}, tokens, jnp.arange(10), prefix,
+                         prefix_mask, method=model.caption_logits)
+  first, cache = decoding.prefill(decode_model, params, prefix, prefix_mask,
+                                  int(tokens[0, 0]), max_len=10)
+  # prefill feeds tokens[:, 0] (BOS) for both rows; use a common first token.
+  tokens = tokens.at[:, 0].set(tokens[0, 0])
+  parallel = model.apply({"params": params}, tokens, jnp.arange(10), prefix,
+                         prefix_mask, method=model.caption_logits)
+  streamed = [first]
+  for t in range(1, 10):
+    logits, cache = decoding.step(decode_model, params, cache, tokens[:, t],
+                                  jnp.asarray(t))
+    streamed.append(logits)
+  np.testing.assert_allclose(jnp.stack(streamed, 1), parallel, atol=2e-4)
+
+
+def test_vision_encoder_runs_at_two_resolutions_with_the_same_parameters():
+  model = _model()
+  params = _params(model, _batch(image_size=32))
+  for size in [32, 48, 64]:
+    images = jnp.ones((1, size, size, 3))
+    tokens = model.apply({"params": params}, images, method=model.encode_image)
+    assert tokens.shape == (1, (size // 8) ** 2, 32)
+    assert jnp.all(jnp.isfinite(tokens))
+  outputs = model.apply({"params": params}, _batch(image_size=64))
+  assert jnp.all(jnp.isfinite(outputs["answer_logits"]))
+
+
+def test_image_size_not_divisible_by_patch_is_a_clear_error():
+  model = _model()
+  params = _params(model, _batch())
+  with pytest.raises(ValueError, match="not divisible by model.patch_size"):
+    model.apply({"params": params}, jnp.ones((1, 30, 30, 3)),
+                method=model.encode_image)
+
+
+def test_padding_in_text_changes_no_answer():
+  """Question padding is masked: garbage embeddings there change nothing."""
+  model, batch = _model(), _batch()
+  params = _params(model, batch)
+  answers = model.apply({"params": params}, batch)["answer_logits"]
+  longer = dict(batch, question=jnp.pad(batch["question"], ((0, 0), (0, 4))),
+                refexp=jnp.pad(batch["refexp"], ((0, 0), (0, 4))))
+  np.testing.assert_allclose(model.apply({"params": params}, longer)["answer_logits"],
+                             answers, atol=1e-4)
+
+
+def test_baselines_match_sdict_parameter_count():
+  from ml_collections import ConfigDict
+  import importlib.util, os
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "shapes.py")
+  spec = importlib.util.spec_from_file_location("shapes_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  from sdict_jax import train
+  from sdict_jax.data import sources
+  bundle = sources.load(config.data, "train")
+  counts = {}
+  for mixer in ["sdict", "attention", "fnet"]:
+    variant = ConfigDict(config.to_dict())
+    variant.model.mixer = mixer
+    counts[mixer] = model_lib.count_parameters(train.build_model(variant, bundle),
+                                               config.data.image_size)
+  for mixer in ["attention", "fnet"]:
+    assert abs(counts[mixer] / counts["sdict"] - 1) <= 0.10, counts
