@@ -1,0 +1,115 @@
+"""The training program: config errors, exact resume after SIGKILL, NaN stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from ml_collections import ConfigDict
+
+from sdict_jax import config_checks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(name="tiny"):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      name, os.path.join(ROOT, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model.mixer", "transformer", "config.model.mixer='transformer' is unknown"),
+    ("data.image_size", 36, "not divisible by config.model.patch_size"),
+    ("model.num_atoms", 0, "needs K >= 1"),
+    ("train.batch_size", 6, "not divisible by the 4 devices"),
+    ("loss.recon_floor", 0.0, "never switched off"),
+    ("data.name", "imagenet", "config.data.name='imagenet' is unknown"),
+])
+def test_bad_config_is_named_with_its_fix(field, value, message):
+  config = ConfigDict(_config().to_dict())
+  section, key = field.split(".")
+  config[section][key] = value
+  with pytest.raises(config_checks.ConfigError, match=message.replace("(", r"\(")
+                     .replace(")", r"\)").replace("[", r"\[")):
+    config_checks.validate(config, num_devices=4)
+
+
+def _train(workdir, *overrides, wait=True):
+  command = [sys.executable, "-m", "sdict_jax.train", "--config",
+             os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(workdir),
+             *overrides]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+  if not wait:
+    return process
+  output, _ = process.communicate(timeout=900)
+  return process.returncode, output
+
+
+def test_bad_config_fails_before_any_compute(tmp_path):
+  start = time.time()
+  code, output = _train(tmp_path, "--config.model.mixer=transformer")
+  assert code != 0
+  assert "config.model.mixer='transformer' is unknown" in output
+  assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def _losses(workdir):
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  by_step = {}
+  for row in rows:  # after a resume the re-run steps are logged again: keep the last
+    if "loss" in row:
+      by_step[row["step"]] = row["loss"]
+  return by_step
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_reproduce_the_uninterrupted_losses(tmp_path):
+  steps = ["--config.train.steps=8", "--config.train.eval_every=100"]
+  code, output = _train(tmp_path / "straight", *steps)
+  assert code == 0, output[-3000:]
+  reference = _losses(tmp_path / "straight")
+  assert sorted(reference) == [2, 4, 6, 8]
+
+  interrupted = tmp_path / "killed"
+  process = _train(interrupted, *steps, wait=False)
+  checkpoint = interrupted / "checkpoints" / "4"
+  deadline = time.time() + 900
+  while not (checkpoint / "_CHECKPOINT_METADATA").exists() and time.time() < deadline:
+    if process.poll() is not None:
+      break
+    time.sleep(0.2)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  code, output = _train(interrupted, *steps)
+  assert code == 0, output[-3000:]
+  assert "Resuming from the checkpoint at step" in output
+  resumed = _losses(interrupted)
+  assert sorted(resumed) == [2, 4, 6, 8]
+  for step in reference:
+    assert resumed[step] == pytest.approx(reference[step], rel=1e-6), step
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tmp_path):
+  code, output = _train(tmp_path, "--config.optim.lr=1e12",
+                        "--config.optim.warmup_steps=0",
+                        "--config.train.steps=40", "--config.train.log_every=1",
+                        "--config.train.checkpoint_every=1",
+                        "--config.train.eval_every=100")
+  assert code != 0
+  assert "Loss is nan at step" in output or "Loss is inf at step" in output
+  assert "last good checkpoint" in output
+  kept = [int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit()]
+  assert kept, "the last good checkpoint must stay"
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  bad_step = int(output.split("at step ")[1].split(".")[0])
+  assert max(kept) < bad_step
