@@ -33,7 +33,7 @@ class MetricWriter:
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
     for name, value in row.items():
-      if name != "step" and value is not None:
+      if name != "step" and isinstance(value, float):  # NaN/Inf: JSON only
         self._tensorboard.add_scalar(name, value, step)
     self._tensorboard.flush()
 

@@ -84,7 +84,9 @@ class SDictMixer(nn.Module):
       count = x.shape[-2] if mask is None else jnp.maximum(mask.sum(-1), 1.0)
       valid_x = x.astype(jnp.float32) if valid is None else x * valid
       mean_square = jnp.sum(valid_x**2, (-2, -1)) / (count * x.shape[-1])
-      noise_std = self.recon_noise * jnp.sqrt(mean_square)
+      # The noise is added, not learned: no gradient through its scale (and
+      # none of sqrt's infinite slope at 0 for an all-padding sequence).
+      noise_std = self.recon_noise * jnp.sqrt(jax.lax.stop_gradient(mean_square))
       self.sow("aux", "reconstruction", spectral.expected_denoising_loss(
           x, fit, noise_std=noise_std, mask=mask))
     return y

@@ -177,3 +177,18 @@ def test_baselines_match_sdict_parameter_count():
                                                config.data.image_size)
   for mixer in ["attention", "fnet"]:
     assert abs(counts[mixer] / counts["sdict"] - 1) <= 0.10, counts
+
+
+def test_gradients_finite_for_an_all_padding_text():
+  """A source without questions gives all-pad text: no inf from the aux loss."""
+  from sdict_jax import atom_init, mixers
+  mixer = mixers.SDictMixer(omega_init=atom_init.mel_frequencies(6))
+  x, mask = jnp.ones((2, 5, 8)), jnp.zeros((2, 5))
+  params = mixer.init(jax.random.PRNGKey(0), x, mask)
+
+  def loss(params):
+    y, aux = mixer.apply(params, x, mask, train=True, mutable=["aux"])
+    return jnp.sum(y) + sum(jnp.sum(v) for v in jax.tree.leaves(aux))
+
+  grads = jax.grad(loss)(params)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
