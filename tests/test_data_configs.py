@@ -94,9 +94,23 @@ def test_coco_caption_config_trains_on_tfds_mock_data(tmp_path):
   model = _tokenizer(tmp_path, ["a man riding a horse", "a bowl of fruit on a table",
                                 "a dog catching a frisbee", "a train at a station"])
   workdir = tmp_path / "run"
-  argv = ["train", "--config", os.path.join(ROOT, "configs", "coco_caption.py"),
-          "--workdir", str(workdir), *TINY, f"--config.data.data_dir={tmp_path}",
-          f"--config.data.tokenizer={model}"]
+  # absl registers --config.* overrides only on a process's first parse, so the
+  # same overrides go into a config file here.
+  overrides = [o[len("--config."):].split("=") for o in TINY] + [
+      ["data.data_dir", str(tmp_path)], ["data.tokenizer", model]]
+  config_file = tmp_path / "coco_tiny.py"
+  config_file.write_text(
+      "import importlib.util\n"
+      f"spec = importlib.util.spec_from_file_location('c', "
+      f"{os.path.join(ROOT, 'configs', 'coco_caption.py')!r})\n"
+      "module = importlib.util.module_from_spec(spec)\n"
+      "spec.loader.exec_module(module)\n"
+      "def get_config():\n"
+      "  config = module.get_config()\n" +
+      "".join(f"  config.{key} = type(config.{key})({value!r})\n"
+              for key, value in overrides) +
+      "  return config\n")
+  argv = ["train", "--config", str(config_file), "--workdir", str(workdir)]
   flags.FLAGS.unparse_flags()
   flags.FLAGS(argv)
   try:
