@@ -1,0 +1,351 @@
+r"""Speed and memory of SDict against softmax attention and FNet, on this machine.
+
+  python -m sdict_jax.bench mixers   # the token mixers alone, fwd+bwd, N = 256 … 32,768
+  python -m sdict_jax.bench model    # whole-model training steps at equal parameters
+  python -m sdict_jax.bench decode   # per-token latency of streaming decoding
+
+Each suite prints markdown tables and its targets (met / missed, with the
+ratio), and writes docs/bench_<suite>.json and docs/bench_<suite>_*.png (log-log
+plots). Every row of one table comes from one process run; a time is the
+minimum over several runs after compilation, interleaved across the rows of one
+size (bench_lib). Rows whose compiled memory exceeds --budget_gb, or whose
+projected time per run exceeds --max_seconds, are reported as skipped.
+docs/PERFORMANCE.md has the results on 2 CPU cores and the suites' wall times.
+"""
+
+import functools
+import os
+import time
+
+# SDict's 2K×2K solves are LAPACK calls into OpenBLAS, whose worker threads fight
+# XLA's own thread pool: a 128×128 triangular solve then takes ~12 ms instead
+# of ~0.3 ms. Read when OpenBLAS loads (lazily, at the first solve).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from sdict_jax import bench_lib
+from sdict_jax import mixers
+from sdict_jax import model as model_lib
+from sdict_jax import train
+
+SUITES = ("mixers", "model", "decode")
+
+_OUT_DIR = flags.DEFINE_string("out_dir", "docs", "Where JSON and PNG files go.")
+_SIZES = flags.DEFINE_list("sizes", [str(2**i) for i in range(8, 16)],
+                           "mixers: sequence lengths N.")
+_WIDTH = flags.DEFINE_integer("d", 256, "Channels d of the mixers and the decode "
+                              "operator; the SDict model's width.")
+_ATOMS = flags.DEFINE_integer("atoms", 64, "Atoms K.")
+_BATCH = flags.DEFINE_integer("batch", 1, "Batch size (mixers, model).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Activation / compute dtype.")
+_HEADS = flags.DEFINE_integer("heads", 1, "Attention heads of the bare operators "
+                              "(1 head of width d: attention's smallest memory).")
+_BUDGET_GB = flags.DEFINE_float("budget_gb", 8.0, "Skip programs that need more.")
+_MAX_SECONDS = flags.DEFINE_float("max_seconds", 60.0,
+                                  "Skip rows projected to take longer per run.")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed runs per row (minimum taken).")
+_IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["64", "128", "256", "512"],
+                                 "model: image sizes in pixels.")
+_MODEL_MIXERS = flags.DEFINE_list("model_mixers", list(mixers.MIXERS),
+                                  "model: mixers to compare.")
+_BASE_CONFIG = flags.DEFINE_string("base_config", bench_lib.DEFAULT_CONFIG,
+                                   "model, decode: the experiment config to resize.")
+_POSITIONS = flags.DEFINE_list("positions", ["64", "128", "256", "512", "1024",
+                                             "2048", "4096"],
+                               "decode: positions (tokens already in the sequence).")
+_DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "decode: tokens per timed "
+                                     "call (a jitted scan, as in decoding.greedy).")
+
+
+# ---------------------------------------------------------------------------
+# mixers: each token mixer alone, forward + backward.
+# ---------------------------------------------------------------------------
+
+
+def run_mixers(sizes, *, d, atoms, batch, dtype, heads, budget_gb, max_seconds,
+               repeats):
+  rows, history = [], {}
+  for n in sizes:
+    x = jax.random.normal(jax.random.PRNGKey(0), (batch, n, d)).astype(dtype)
+    target = jax.random.normal(jax.random.PRNGKey(1), (batch, n, d))
+    runners, measured = {}, {}
+    for name, (mixer, params) in bench_lib.mixer_functions(
+        n, d=d, atoms=atoms, heads=heads).items():
+      row = {"mixer": name, "n": n, "time_ms": None, "temp_bytes": None,
+             "flops": None, "status": "ok"}
+      rows.append(row)
+      projected = bench_lib.projected_seconds(history.get(name, []), n)
+      if projected is not None and projected > max_seconds:
+        row["status"] = f"skipped: would take ~{projected:.0f} s per run"
+        continue
+      args = (target, x) + params
+      program = bench_lib.compile_program(bench_lib.forward_backward(mixer), args)
+      row.update(temp_bytes=program.temp_bytes, flops=program.flops)
+      row["status"] = bench_lib.skip_reason(program, budget_gb) or "ok"
+      if row["status"] == "ok":
+        runners[name] = functools.partial(program.compiled, *args)
+        measured[name] = row
+    times = bench_lib.time_interleaved(runners, repeats=repeats,
+                                       max_seconds=max_seconds)
+    for name, seconds in times.items():
+      measured[name]["time_ms"] = seconds * 1e3
+      history.setdefault(name, []).append((n, seconds))
+    print(f"N={n}: " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in times.items()),
+          flush=True)
+  return rows
+
+
+def mixer_targets(rows):
+  at = {(r["mixer"], r["n"]): r for r in rows}
+  value = lambda mixer, n, key="time_ms": at.get((mixer, n), {}).get(key)
+  targets = []
+  for n in (1024, 4096, 16384):
+    for method, bound in (("dense", 1.5), ("fft", 1.0)):
+      targets.append(bench_lib.target(
+          f"SDict {method} ≤ {bound}× FNet time at N={n}", value(f"sdict_{method}", n),
+          value("fnet", n), bound, at_most=True))
+  for attention in ("attention_xla", "attention_chunked"):
+    targets.append(bench_lib.target(
+        f"{attention} time ≥ 40× SDict dense at N=16384", value(attention, 16384),
+        value("sdict_dense", 16384), 40, at_most=False))
+    targets.append(bench_lib.target(
+        f"{attention} temp memory ≥ 50× SDict dense at N=16384",
+        value(attention, 16384, "temp_bytes"),
+        value("sdict_dense", 16384, "temp_bytes"), 50, at_most=False))
+  targets.append(bench_lib.target(
+      "SDict dense time N=16384 ≤ 20× N=1024", value("sdict_dense", 16384),
+      value("sdict_dense", 1024), 20, at_most=True))
+  return targets
+
+
+def report_mixers(rows, out_dir):
+  tables = {}
+  for title, key, scale, fmt in (("fwd+bwd time (ms)", "time_ms", 1, "{:.2f}"),
+                                 ("compiled temp memory (MB)", "temp_bytes", 1e6,
+                                  "{:.1f}")):
+    cell = lambda r, key=key, scale=scale, fmt=fmt: (
+        fmt.format(r[key] / scale) if r["status"] == "ok"
+        else r["status"].split(" (")[0])
+    table, columns = bench_lib.pivot(rows, "n", "mixer", cell)
+    tables[title] = bench_lib.markdown_table(table, columns, {})
+  for suffix, key, label in (("time", "time_ms", "fwd+bwd time (ms)"),
+                             ("memory", "temp_bytes", "compiled temp memory (bytes)")):
+    series = {}
+    for r in rows:
+      if r["status"] == "ok":
+        series.setdefault(r["mixer"], []).append((r["n"], r[key]))
+    bench_lib.loglog_plot(os.path.join(out_dir, f"bench_mixers_{suffix}.png"), series,
+                          xlabel="sequence length N", ylabel=label,
+                          title="Token mixers alone, forward + backward")
+  return tables
+
+
+# ---------------------------------------------------------------------------
+# model: the whole model's training step, each mixer at equal parameters.
+# ---------------------------------------------------------------------------
+
+
+def run_model(image_sizes, *, model_mixers, base_config, width, atoms, batch, dtype,
+              budget_gb, max_seconds, repeats):
+  peak = bench_lib.matmul_peak_flops()
+  print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
+  rows, history = [], {}
+  for image_size in image_sizes:
+    runners, measured = {}, {}
+    for mixer in model_mixers:
+      config = bench_lib.model_config(mixer, base_config=base_config,
+                                      image_size=image_size, width=width, atoms=atoms,
+                                      batch=batch, dtype=dtype)
+      model, bundle = bench_lib.build(config)
+      row = {"mixer": mixer, "image_size": image_size,
+             "patches": (image_size // config.model.patch_size)**2,
+             "width": model.width, "atoms": model.num_atoms, "step_ms": None,
+             "examples_per_s": None, "patches_per_s": None, "flops": None,
+             "mfu": None, "temp_bytes": None, "status": "ok",
+             "params": model_lib.count_parameters(model, image_size)}
+      rows.append(row)
+      projected = bench_lib.projected_seconds(history.get(mixer, []), row["patches"])
+      if projected is not None and projected > max_seconds:
+        row["status"] = f"skipped: would take ~{projected:.0f} s per step"
+        continue
+      optimizer, _ = train.make_optimizer(config.optim, config.train.steps)
+      example = bench_lib.random_batch(config, bundle)
+      params = bench_lib.init_params(model, example)
+      state = {"params": params, "opt_state": optimizer.init(params),
+               "step": jnp.zeros((), jnp.int32)}
+      step = functools.partial(train.train_step, model=model,
+                               optimizer=optimizer, config=config,
+                               base_rng=jax.random.PRNGKey(1))
+      program = bench_lib.compile_program(step, (state, example), donate_argnums=(0,))
+      row.update(flops=program.flops, temp_bytes=program.temp_bytes)
+      row["status"] = bench_lib.skip_reason(program, budget_gb) or "ok"
+      if row["status"] == "ok":
+        # The step donates its state: each call feeds the new state to the next.
+        runners[mixer] = bench_lib.carrying_runner(program.compiled,
+                                                   (state, example), 0)
+        measured[mixer] = row
+    times = bench_lib.time_interleaved(runners, repeats=repeats,
+                                       max_seconds=max_seconds)
+    for mixer, seconds in times.items():
+      row = measured[mixer]
+      history.setdefault(mixer, []).append((row["patches"], seconds))
+      row.update(step_ms=seconds * 1e3, examples_per_s=batch / seconds,
+                 patches_per_s=batch * row["patches"] / seconds,
+                 mfu=row["flops"] / seconds / peak if row["flops"] else None)
+    print(f"{image_size}px: " + ", ".join(f"{k} {v * 1e3:.0f} ms/step"
+                                          for k, v in times.items()), flush=True)
+  return rows, peak
+
+
+def model_targets(rows):
+  at = {(r["mixer"], r["patches"]): r["examples_per_s"] for r in rows}
+  return [bench_lib.target(
+      f"SDict training throughput ≥ {bound}× attention at {patches} patches",
+      at.get(("sdict", patches)), at.get(("attention", patches)), bound, at_most=False)
+          for patches, bound in ((1024, 1.3), (4096, 2.5))]
+
+
+def report_model(rows, out_dir):
+  columns = [("mixer", "mixer"), ("image_size", "px"), ("patches", "patches"),
+             ("width", "width"), ("params", "params"), ("step_ms", "ms/step"),
+             ("examples_per_s", "examples/s"), ("patches_per_s", "patches/s"),
+             ("mfu", "MFU"), ("status", "status")]
+  number = lambda fmt: lambda v: "–" if v is None else fmt.format(v)
+  formats = {"params": number("{:,}"), "step_ms": number("{:.0f}"),
+             "examples_per_s": number("{:.2f}"), "patches_per_s": number("{:.0f}"),
+             "mfu": number("{:.1%}")}
+  series = {}
+  for r in rows:
+    if r["status"] == "ok":
+      series.setdefault(r["mixer"], []).append((r["patches"], r["examples_per_s"]))
+  bench_lib.loglog_plot(os.path.join(out_dir, "bench_model_throughput.png"), series,
+                        xlabel="image patches", ylabel="training examples / s",
+                        title="Whole-model training throughput, equal parameters")
+  return {"training step": bench_lib.markdown_table(rows, columns, formats)}
+
+
+# ---------------------------------------------------------------------------
+# decode: per-token latency against the position.
+# ---------------------------------------------------------------------------
+
+
+def run_decode(positions, *, base_config, width, atoms, dtype, heads, steps, repeats):
+  if min(positions) <= bench_lib.ModelDecoder.prefix_len:
+    raise ValueError(f"Decode positions must exceed the "
+                     f"{bench_lib.ModelDecoder.prefix_len}-token prefix.")
+  models = {mixer: bench_lib.ModelDecoder(
+      mixer, base_config=base_config, max_position=max(positions), steps=steps,
+      width=width, atoms=atoms, dtype=dtype) for mixer in ("sdict", "attention")}
+  rows = []
+  for position in positions:
+    runners, measured = {}, {}
+    for level in ("model", "operator"):
+      for mixer in ("sdict", "attention"):
+        if level == "model":
+          compiled, args = models[mixer].program(position)
+          row_width, carried = models[mixer].width, 1
+        else:
+          fn, args = bench_lib.operator_decoder(mixer, position=position, steps=steps,
+                                                d=width, atoms=atoms, heads=heads)
+          compiled = jax.jit(fn, donate_argnums=(0,)).lower(*args).compile()
+          row_width, carried = width, 0
+        name = f"{level}/{mixer}"
+        measured[name] = {"level": level, "mixer": mixer, "position": position,
+                          "width": row_width, "us_per_token": None}
+        rows.append(measured[name])
+        runners[name] = bench_lib.carrying_runner(compiled, args, carried)
+    times = bench_lib.time_interleaved(runners, repeats=repeats, max_seconds=30.0)
+    for name, seconds in times.items():
+      measured[name]["us_per_token"] = seconds / steps * 1e6
+    print(f"position {position}: " + ", ".join(
+        f"{k} {v / steps * 1e6:.0f} µs/token" for k, v in times.items()), flush=True)
+  return rows
+
+
+def decode_targets(rows):
+  at = {(r["level"], r["mixer"], r["position"]): r["us_per_token"] for r in rows}
+  return [bench_lib.target(
+      f"SDict {level} per-token latency at position 2048 ≤ 1.2× at 64",
+      at.get((level, "sdict", 2048)), at.get((level, "sdict", 64)), 1.2, at_most=True)
+          for level in ("model", "operator")]
+
+
+def report_decode(rows, out_dir):
+  tables, series = {}, {}
+  for level in ("model", "operator"):
+    table, columns = bench_lib.pivot([r for r in rows if r["level"] == level],
+                                     "position", "mixer",
+                                     lambda r: f"{r['us_per_token']:.0f}")
+    tables[f"{level}: µs per token"] = bench_lib.markdown_table(table, columns, {})
+  for r in rows:
+    series.setdefault(f"{r['mixer']} ({r['level']})", []).append(
+        (r["position"], r["us_per_token"]))
+  bench_lib.loglog_plot(os.path.join(out_dir, "bench_decode_latency.png"), series,
+                        xlabel="position (tokens already in the sequence)",
+                        ylabel="µs per token",
+                        title="Streaming decoding: per-token latency")
+  return tables
+
+
+# ---------------------------------------------------------------------------
+# Entry point.
+# ---------------------------------------------------------------------------
+
+_SUITE_FUNCTIONS = {"mixers": (run_mixers, mixer_targets, report_mixers),
+                    "model": (run_model, model_targets, report_model),
+                    "decode": (run_decode, decode_targets, report_decode)}
+
+
+def run_suite(suite: str, out_dir: str, **settings) -> dict:
+  """Runs one suite, writes its JSON and plots, returns the JSON record."""
+  if suite not in SUITES:
+    raise ValueError(f"Unknown suite {suite!r}; choose one of {SUITES}.")
+  run, judge, report = _SUITE_FUNCTIONS[suite]
+  record = {"suite": suite, "settings": dict(settings),
+            "machine": bench_lib.machine_info()}
+  start = time.perf_counter()
+  rows = run(**settings)
+  if suite == "model":
+    rows, record["matmul_peak_flops"] = rows
+  record.update(rows=rows, targets=judge(rows), tables=report(rows, out_dir),
+                wall_seconds=time.perf_counter() - start)
+  bench_lib.write_json(os.path.join(out_dir, f"bench_{suite}.json"), record)
+  return record
+
+
+def settings_from_flags(suite: str) -> dict:
+  common = dict(atoms=_ATOMS.value, dtype=_DTYPE.value)
+  if suite == "mixers":
+    return dict(common, sizes=[int(s) for s in _SIZES.value], d=_WIDTH.value,
+                batch=_BATCH.value, heads=_HEADS.value, budget_gb=_BUDGET_GB.value,
+                max_seconds=_MAX_SECONDS.value, repeats=_REPEATS.value)
+  if suite == "model":
+    return dict(common, image_sizes=[int(s) for s in _IMAGE_SIZES.value],
+                model_mixers=list(_MODEL_MIXERS.value), base_config=_BASE_CONFIG.value,
+                width=_WIDTH.value, batch=_BATCH.value, budget_gb=_BUDGET_GB.value,
+                max_seconds=_MAX_SECONDS.value, repeats=_REPEATS.value)
+  return dict(common, positions=[int(p) for p in _POSITIONS.value],
+              base_config=_BASE_CONFIG.value, width=_WIDTH.value, heads=_HEADS.value,
+              steps=_DECODE_STEPS.value, repeats=_REPEATS.value)
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in SUITES:
+    raise app.UsageError(f"Usage: python -m sdict_jax.bench {{{'|'.join(SUITES)}}} "
+                         "[--flags]")
+  suite = argv[1]
+  record = run_suite(suite, _OUT_DIR.value, **settings_from_flags(suite))
+  for title, table in record["tables"].items():
+    print(f"\n{suite}: {title}\n\n{table}")
+  print("\n" + "\n".join(f"- {t['name']}: {t['verdict']}" for t in record["targets"]))
+  print(f"\n{suite} suite: {record['wall_seconds']:.0f} s; wrote "
+        f"{_OUT_DIR.value}/bench_{suite}.json and plots.")
+
+
+if __name__ == "__main__":
+  app.run(main)
