@@ -1,10 +1,13 @@
 """Multi-process start-up: jax.distributed for SLURM, TPU VMs and explicit flags.
 
-`initialize()` is a no-op for a single process. On SLURM and Cloud TPU VMs JAX
-detects the cluster itself; anywhere else pass --coordinator_address,
---num_processes and --process_id (launch/local_multiprocess.sh does).
+`initialize()` is a no-op for a single process. Under `srun` with several tasks
+and on Cloud TPU VMs, JAX reads the cluster from the environment (SLURM: one
+process per task, task i driving local GPU SLURM_LOCALID; TPU: one process per
+host); anywhere else pass --coordinator_address, --num_processes and
+--process_id (launch/local_multiprocess.sh does). See launch/README.md.
 """
 
+import glob
 import os
 
 from absl import flags
@@ -17,12 +20,27 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
+_GOOGLE_PCI_VENDOR = "0x1ae0"  # Cloud TPU chips appear as PCI devices of Google
 
-def _cluster_detected() -> bool:
-  slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-  tpu_pod = "TPU_WORKER_HOSTNAMES" in os.environ and "," in os.environ.get(
-      "TPU_WORKER_HOSTNAMES", "")
-  return slurm or tpu_pod
+
+def slurm_job_step() -> bool:
+  """Inside an `srun` step of several tasks (what jax's SLURM detection reads)."""
+  step_variables = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS",
+                    "SLURM_PROCID", "SLURM_LOCALID")
+  return (all(v in os.environ for v in step_variables) and
+          int(os.environ["SLURM_NTASKS"]) > 1)
+
+
+def tpu_vm() -> bool:
+  """On a Cloud TPU VM (a single host of a slice is one too: initialize is cheap)."""
+  for vendor_file in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      with open(vendor_file) as f:
+        if f.read().strip() == _GOOGLE_PCI_VENDOR:
+          return True
+    except OSError:
+      continue
+  return False
 
 
 def initialize():
@@ -33,8 +51,11 @@ def initialize():
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  elif _cluster_detected():
+  elif slurm_job_step() or tpu_vm():
     jax.distributed.initialize()  # SLURM / TPU VM: everything auto-detected
   else:
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+      logging.warning("SLURM_NTASKS > 1 but not inside `srun`: running as a single "
+                      "process. Launch with srun (launch/slurm_multinode.sbatch).")
     return
   logging.info("Process %d of %d", jax.process_index(), jax.process_count())

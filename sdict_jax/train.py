@@ -136,6 +136,7 @@ def main(argv):
   logging.info("%d processes, %d devices (%s)", jax.process_count(), jax.device_count(),
                jax.devices()[0].platform)
   mesh = sharding.make_mesh(config.mesh)
+  jax.set_mesh(mesh)  # read by the model's sharding constraints and shard_maps
   writer = metric_writers.MetricWriter(workdir)
   if jax.process_index() == 0:  # evaluate / predict rebuild the model from it
     with open(os.path.join(workdir, "config.json"), "w") as f:

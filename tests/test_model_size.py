@@ -3,25 +3,38 @@
 import importlib.util
 import os
 
-from ml_collections import ConfigDict
-
+from sdict_jax import compile_check
+from sdict_jax import config_checks
 from sdict_jax import model as model_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_sdict_1p1b_has_1p1b_parameters():
+def _load_config_module():
   spec = importlib.util.spec_from_file_location(
       "sdict_1p1b", os.path.join(ROOT, "configs", "sdict_1p1b.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def test_sdict_1p1b_has_1p1b_parameters():
+  module = _load_config_module()
   config = module.get_config()
-  model = model_lib.from_config(
-      ConfigDict(config.model.to_dict()), vocab_size=module.VOCAB_SIZE,
-      num_answers=module.NUM_ANSWERS, image_size=config.data.image_size,
-      max_caption_len=config.data.max_caption_len)
+  # The model train.py builds for this config (train.build_model), for a 32k
+  # SentencePiece vocabulary and the VQAv2 answers.
+  model = compile_check.build_model(config)
+  assert (model.vocab_size, model.num_answers) == (module.VOCAB_SIZE,
+                                                   module.NUM_ANSWERS) == (32_000, 3_129)
   count = model_lib.count_parameters(model, config.data.image_size)
   assert abs(count / 1.1e9 - 1) <= 0.05, count
   assert model.num_atoms == 128
   assert sum([model.vision_layers, model.text_layers, model.fusion_layers,
               model.decoder_layers]) == 24
+  assert config.train.compute_dtype == "bfloat16"
+
+
+def test_sdict_1p1b_passes_config_checks_on_8_devices():
+  config = _load_config_module().get_config()
+  # K = 128 atoms fit the patch grid, the batch splits over 8 devices, ...
+  config_checks.validate(config, num_devices=8, num_local_devices=8)
