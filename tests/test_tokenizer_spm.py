@@ -115,3 +115,11 @@ def test_cli_trains_a_model_from_jsonl(tmp_path):
   assert f"--config.data.tokenizer={prefix}.model" in result.stdout
   tok = tokenizer.SentencePieceTokenizer(f"{prefix}.model")
   assert tok.decode(tok.encode("A red frisbee")) == "a red frisbee"
+
+
+def test_imports_next_to_train_without_flag_clashes():
+  # Both are importable in one process (pytest workers, notebooks): the CLI's
+  # --config is defined only when it runs as a program.
+  from sdict_jax import train  # pylint: disable=g-import-not-at-top,unused-import
+  import importlib  # pylint: disable=g-import-not-at-top
+  importlib.reload(train_tokenizer)

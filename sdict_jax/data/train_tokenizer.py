@@ -31,19 +31,6 @@ from ml_collections import config_flags
 
 from sdict_jax.data import tokenizer as tokenizer_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config whose data source to read.")
-_INPUT = flags.DEFINE_list("input", [], "Text files: .txt, .jsonl or .csv.")
-_TEXT_KEY = flags.DEFINE_string("text_key", "caption", "Field of .jsonl / .csv inputs.")
-_SPLIT = flags.DEFINE_string("split", "train", "Source split (with --config).")
-_OUTPUT = flags.DEFINE_string("output", None, "Model path prefix (writes .model, .vocab).")
-_VOCAB_SIZE = flags.DEFINE_integer("vocab_size", 16000, "Ids, the 4 special ids included.")
-_MODEL_TYPE = flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe"], "Algorithm.")
-_LOWERCASE = flags.DEFINE_bool("lowercase", True, "Fold case in the model's normaliser.")
-_MAX_TEXTS = flags.DEFINE_integer("max_texts", 2_000_000, "Read at most this many texts.")
-_HARD_VOCAB_LIMIT = flags.DEFINE_bool(
-    "hard_vocab_limit", True, "False: a small corpus may give fewer ids than --vocab_size.")
-
-
 def file_texts(path: str, text_key: str = "caption") -> Iterator[str]:
   """Texts of a .txt (one per line), .jsonl or .csv file (field `text_key`)."""
   with open(path, newline="", encoding="utf-8", errors="replace") as f:
@@ -86,23 +73,41 @@ def train(texts: Iterable[str], output: str, *, vocab_size: int, max_texts: int,
       lowercase=lowercase, max_sentences=max_texts, hard_vocab_limit=hard_vocab_limit)
 
 
+def define_flags() -> None:
+  """The command-line flags, defined when run as a program only: train.py owns
+  --config in any process that imports both (tests, notebooks)."""
+  config_flags.DEFINE_config_file("config", None, "Config whose data source to read.")
+  flags.DEFINE_list("input", [], "Text files: .txt, .jsonl or .csv.")
+  flags.DEFINE_string("text_key", "caption", "Field of .jsonl / .csv inputs.")
+  flags.DEFINE_string("split", "train", "Source split (with --config).")
+  flags.DEFINE_string("output", None, "Model path prefix (writes .model, .vocab).")
+  flags.DEFINE_integer("vocab_size", 16000, "Ids, the 4 special ids included.")
+  flags.DEFINE_enum("model_type", "unigram", ["unigram", "bpe"], "Algorithm.")
+  flags.DEFINE_bool("lowercase", True, "Fold case in the model's normaliser.")
+  flags.DEFINE_integer("max_texts", 2_000_000, "Read at most this many texts.")
+  flags.DEFINE_bool("hard_vocab_limit", True,
+                    "False: a small corpus may give fewer ids than --vocab_size.")
+
+
 def main(argv) -> None:
   del argv
-  if not _OUTPUT.value:
+  args = flags.FLAGS
+  if not args.output:
     raise app.UsageError("--output (the model path prefix) is required.")
-  if bool(_INPUT.value) == (_CONFIG.value is not None):
+  if bool(args.input) == (args.config is not None):
     raise app.UsageError("Give exactly one of --input (text files) or --config (a source).")
-  if _INPUT.value:
-    texts = itertools.chain.from_iterable(file_texts(p, _TEXT_KEY.value)
-                                          for p in _INPUT.value)
+  if args.input:
+    texts = itertools.chain.from_iterable(file_texts(p, args.text_key)
+                                          for p in args.input)
   else:
     from sdict_jax.data import sources  # pylint: disable=g-import-not-at-top
-    texts = source_texts(sources.load_source(_CONFIG.value.data, _SPLIT.value))
-  path = train(texts, _OUTPUT.value, vocab_size=_VOCAB_SIZE.value,
-               max_texts=_MAX_TEXTS.value, model_type=_MODEL_TYPE.value,
-               lowercase=_LOWERCASE.value, hard_vocab_limit=_HARD_VOCAB_LIMIT.value)
+    texts = source_texts(sources.load_source(args.config.data, args.split))
+  path = train(texts, args.output, vocab_size=args.vocab_size,
+               max_texts=args.max_texts, model_type=args.model_type,
+               lowercase=args.lowercase, hard_vocab_limit=args.hard_vocab_limit)
   print(f"Wrote {path}; set --config.data.tokenizer={path}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
