@@ -26,6 +26,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from sdict_jax import numerics
+
 Array = jax.Array
 # Finite, so that a fully masked block gives exp(0) rather than exp(−inf + inf).
 _MASKED = -1e30
@@ -73,8 +75,7 @@ def _attention(q, k, v, bias, causal, scale, chunk):
 
 def _block_logits(q_block, k_block, bias_block, i, j, causal, scale, chunk):
   """Scaled, masked logits [B, H, chunk, chunk] of query chunk i, key chunk j."""
-  s = jnp.einsum("bhqd,bhkd->bhqk", q_block, k_block,
-                 preferred_element_type=jnp.float32) * scale
+  s = numerics.einsum_f32("bhqd,bhkd->bhqk", q_block, k_block) * scale
   s = s + bias_block[:, None, None, :]
   if causal:
     query_pos = i * chunk + jnp.arange(chunk)
@@ -107,9 +108,8 @@ def _forward(q, k, v, bias, causal, scale, chunk):
       p = jnp.exp(s - new_max[..., None])
       correction = jnp.exp(running_max - new_max)
       total = total * correction + p.sum(-1)
-      acc = acc * correction[..., None] + jnp.einsum(
-          "bhqk,bhkd->bhqd", p.astype(v.dtype), _chunk(v, j, chunk),
-          preferred_element_type=jnp.float32)
+      acc = acc * correction[..., None] + numerics.einsum_f32(
+          "bhqk,bhkd->bhqd", p.astype(v.dtype), _chunk(v, j, chunk))
       return new_max, total, acc
 
     init = (jnp.full((b, h, chunk), _MASKED, jnp.float32),
@@ -147,15 +147,13 @@ def _attention_bwd(causal, scale, chunk, residuals, d_out):
       q_block, do_block = _chunk(q, i, chunk), _chunk(d_out, i, chunk)
       s = _block_logits(q_block, k_block, bias_block, i, j, causal, scale, chunk)
       p = jnp.exp(s - _chunk(lse, i, chunk)[..., None])
-      d_value = d_value + jnp.einsum("bhqk,bhqd->bhkd", p.astype(do_block.dtype),
-                                     do_block, preferred_element_type=jnp.float32)
-      dp = jnp.einsum("bhqd,bhkd->bhqk", do_block, v_block,
-                      preferred_element_type=jnp.float32)
+      d_value = d_value + numerics.einsum_f32(
+          "bhqk,bhqd->bhkd", p.astype(do_block.dtype), do_block)
+      dp = numerics.einsum_f32("bhqd,bhkd->bhqk", do_block, v_block)
       ds = p * (dp - _chunk(delta, i, chunk)[..., None]) * scale
-      d_key = d_key + jnp.einsum("bhqk,bhqd->bhkd", ds, q_block,
-                                 preferred_element_type=jnp.float32)
-      dq_block = _chunk(d_query, i, chunk) + jnp.einsum(
-          "bhqk,bhkd->bhqd", ds, k_block, preferred_element_type=jnp.float32)
+      d_key = d_key + numerics.einsum_f32("bhqk,bhqd->bhkd", ds, q_block)
+      dq_block = _chunk(d_query, i, chunk) + numerics.einsum_f32(
+          "bhqk,bhkd->bhqd", ds, k_block)
       d_query = jax.lax.dynamic_update_slice_in_dim(d_query, dq_block, i * chunk, 2)
       return d_query, d_key, d_value
 

@@ -229,30 +229,57 @@ def _causal_params(k=6, d=4):
   return omega, decay, gain, _normal(17, (d,))
 
 
-def test_causal_sdict_output_ignores_the_future():
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_causal_sdict_output_ignores_the_future(method):
   omega, decay, gain, skip = _causal_params()
   x = _normal(18, (2, 50, 4))
-  y = spectral.causal_sdict(x, omega, decay, gain, skip=skip)
+  y = spectral.causal_sdict(x, omega, decay, gain, skip=skip, method=method)
   for t in [0, 13, 49]:
     bumped = x.at[:, t].add(10.0)
-    y2 = spectral.causal_sdict(bumped, omega, decay, gain, skip=skip)
+    y2 = spectral.causal_sdict(bumped, omega, decay, gain, skip=skip, method=method)
     _close(y2[:, :t], y[:, :t])
     assert jnp.abs(y2[:, t] - y[:, t]).max() > 1e-2
 
 
-def test_causal_streaming_equals_parallel():
+@pytest.mark.parametrize("length", [40, 130])  # direct and FFT under 'auto'
+def test_causal_streaming_equals_parallel(length):
   omega, decay, gain, skip = _causal_params()
-  x = _normal(19, (2, 40, 4))
+  x = _normal(19, (2, length, 4))
   parallel = spectral.causal_sdict(x, omega, decay, gain, skip=skip)
   state = spectral.causal_sdict_init(2, omega, 4)
   outputs = []
-  for t in range(40):
+  for t in range(length):
     state, y_t = spectral.causal_sdict_step(state, x[:, t], omega, decay,
                                             gain, skip=skip)
     outputs.append(y_t)
   _close(jnp.stack(outputs, 1), parallel, atol=1e-4)
-  # Prefill of the first 40 tokens gives the same state as 40 steps.
+  # Prefill of the whole prompt gives the same state as one step per token.
   _close(spectral.causal_sdict_prefill(x, omega, decay), state, atol=1e-4)
+
+
+def test_direct_and_fft_causal_convolutions_agree_with_gradients():
+  omega, decay, gain, skip = _causal_params()
+  x = _normal(20, (2, 33, 4))
+  outputs = {}
+  for method in ("fft", "direct"):
+    loss = lambda x, gain: jnp.sum(jnp.sin(spectral.causal_sdict(
+        x, omega, decay, gain, skip=skip, method=method)))
+    outputs[method] = (spectral.causal_sdict(x, omega, decay, gain, method=method),
+                       *jax.grad(loss, (0, 1))(x, gain))
+  for fft_value, direct_value in zip(outputs["fft"], outputs["direct"]):
+    _close(direct_value, fft_value, atol=1e-4)
+
+
+def test_spd_inverse_and_its_gradient():
+  a = _normal(21, (3, 6, 6))
+  matrix = a @ jnp.swapaxes(a, -1, -2) + 0.5 * jnp.eye(6)
+  _close(spectral.spd_inverse(matrix) @ matrix, jnp.broadcast_to(jnp.eye(6), (3, 6, 6)),
+         atol=1e-4)
+  # Symmetric perturbations only: the inverse is defined on SPD matrices.
+  loss = lambda m: jnp.sum(jnp.sin(spectral.spd_inverse((m + jnp.swapaxes(m, -1, -2)) / 2)))
+  expected = jax.grad(lambda m: jnp.sum(jnp.sin(jnp.linalg.inv(
+      (m + jnp.swapaxes(m, -1, -2)) / 2))))(matrix)
+  _close(jax.grad(loss)(matrix), expected, atol=1e-4)
 
 
 def test_fft_method_rejects_a_mask():
