@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from sdict_jax import atom_init
@@ -64,18 +65,20 @@ class SDictMixer(nn.Module):
     method = "dense" if mask is not None and self.method == "fft" else self.method
     mix = functools.partial(spectral.sdict_mix_2d, grid=grid) if two_d else (
         spectral.sdict_mix)
-    # Channel-separable: on a 'tensor' mesh axis each device mixes its own slice
-    # of d with no communication (the residual's partial sums are added).
-    y, fit = sharding.channel_parallel(
-        lambda split, whole: mix(split["x"], whole["omega"], ridge=self.ridge,
-                                 mask=whole["mask"], method=method,
-                                 return_fit=True, gain=split["gain"],
-                                 phase_bias=split["phase_bias"],
-                                 amp=whole["amp"], phase=whole["phase"]),
-        dict(x=x, gain=filters["gain"], phase_bias=filters["phase_bias"]),
-        dict(omega=omega, mask=mask, amp=filters["amp"], phase=filters["phase"]),
-        out_kinds=(sharding.CHANNELS, spectral.Fit(
-            sharding.CHANNELS, sharding.SUMMED, sharding.SHARED)))
+    # Per sequence and channel: each device mixes its own block of batch and
+    # channels, nothing crosses devices (the residual's partial sums are added).
+    per_sequence = P("batch") if mask is not None else P()
+    y, fit = sharding.local_map(
+        lambda x, gain, phase_bias, omega, amp, phase, mask: mix(
+            x, omega, ridge=self.ridge, mask=mask, method=method, return_fit=True,
+            gain=gain, phase_bias=phase_bias, amp=amp, phase=phase),
+        (x, filters["gain"], filters["phase_bias"], omega, filters["amp"],
+         filters["phase"], mask),
+        (sharding.ACTIVATIONS, P(None, "channels"), P(None, "channels"), P(), P(),
+         P(), P("batch", None)),
+        (sharding.ACTIVATIONS, spectral.Fit(
+            sharding.ACTIVATIONS, sharding.SummedOverChannels(P("batch")),
+            per_sequence)))
     self.sow("aux", "sparsity", jnp.mean(jnp.abs(fit.coefficients)))
     if train:
       # The denoising loss of SPEC §2 in expectation over the noise (exact, and
@@ -117,10 +120,16 @@ class CausalSDictMixer(nn.Module):
     if mask is not None:
       value = value * mask[..., None]
     if not self.decode:
-      mixed = sharding.channel_parallel(  # channel-separable, as above
-          lambda split, whole: spectral.causal_sdict(
-              split["x"], *whole, split["gain"], skip=split["skip"]),
-          dict(x=value, gain=gain, skip=skip), (omega, decay))
+      # With the batch split over devices, the direct convolution's kernel
+      # gradient would be an N²·d all-reduce (a sum over the batch of the
+      # Toeplitz matrix's cotangent); the FFT's is N·d.
+      method = "fft" if sharding.batch_is_split() else "auto"
+      mixed = sharding.local_map(  # per sequence and channel, as above
+          lambda value, omega, decay, gain, skip: spectral.causal_sdict(
+              value, omega, decay, gain, skip=skip, method=method),
+          (value, omega, decay, gain, skip),
+          (sharding.ACTIVATIONS, P(), P(), P(None, "channels"), P("channels")),
+          sharding.ACTIVATIONS)
     else:
       mixed = self._decode(value, omega, decay, gain, skip)
     return dense(name="out")(mixed * gate)

@@ -20,6 +20,7 @@ import numpy as np
 
 from sdict_jax import atom_init
 from sdict_jax import mixers
+from sdict_jax import sharding
 
 Array = jax.Array
 _embed_init = nn.initializers.normal(0.02)
@@ -34,12 +35,13 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask=None, *, train=False, **mixer_kwargs):
     d = x.shape[-1]
+    x = sharding.constrain_batch(x)  # the residual stream: split by batch only
     h = nn.LayerNorm(dtype=self.dtype, name="norm_mix")(x)
     x = x + self.mixer(name="mixer")(h, mask, train=train, **mixer_kwargs)
     h = nn.LayerNorm(dtype=self.dtype, name="norm_mlp")(x)
     h = nn.Dense(self.mlp_ratio * d, dtype=self.dtype, name="mlp_in")(h)
     h = nn.Dense(d, dtype=self.dtype, name="mlp_out")(nn.gelu(h))
-    return x + h
+    return sharding.constrain_batch(x + h)
 
 
 def patchify(images: Array, patch_size: int) -> tuple[Array, tuple[int, int]]:

@@ -10,15 +10,17 @@ state) are sharded by named tactics, chosen per parameter by the first regex of
               kernels by columns in, rows out; SDict filters by channel), and the
               largest other dimension over 'fsdp'.
 Activations: the residual stream is split over data × fsdp by batch
-(`constrain_batch`) and replicated over 'tensor'. The SDict mixer acts along the
-sequence axis and is channel-separable, so `channel_parallel` runs it on a
-1/tensor slice of the channels with no collective inside; the sequence axis is
-never sharded (an FFT over a sharded axis would need an all-to-all).
+(`constrain_batch`) and replicated over 'tensor'. The SDict mixers act along the
+tokens of each sequence and channel apart, so `local_map` runs them by shard_map
+on each device's block of batch and channels (d over 'tensor') with no
+collective inside; the sequence axis is never split (an FFT over a split axis
+would need an all-to-all).
 
-Model code reads the mesh set by `jax.set_mesh(mesh)`; with none set (or a
-tensor axis of size 1) these helpers change nothing.
+Model code reads the mesh set by `jax.set_mesh(mesh)`; with none set (or one
+device) these helpers change nothing.
 """
 
+import dataclasses
 import functools
 import re
 
@@ -72,7 +74,23 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
 def make_mesh(mesh_config, devices=None) -> Mesh:
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(mesh_config, len(devices))
-  return Mesh(mesh_utils.create_device_mesh(shape, devices), AXES)
+  mesh = Mesh(mesh_utils.create_device_mesh(shape, devices), AXES)
+  _check_processes_own_batch_rows(mesh, mesh_config)
+  return mesh
+
+
+def _check_processes_own_batch_rows(mesh, mesh_config):
+  """Each process feeds its own input shard, so the rows of the batch (split over
+  data × fsdp) must not be shared between processes: a 'tensor' group stays
+  inside one process, and every process holds as many rows."""
+  rows = mesh.devices.reshape(mesh.shape["data"] * mesh.shape["fsdp"], -1)
+  owners = [{device.process_index for device in row} for row in rows]
+  per_process = {p: sum(o == {p} for o in owners) for o in owners for p in o}
+  if any(len(o) > 1 for o in owners) or len(set(per_process.values())) > 1:
+    raise ValueError(f"config.mesh={dict(mesh_config)}: the 'tensor' axis spans "
+                     f"processes, which would then share rows of the batch; keep "
+                     f"config.mesh.tensor within one host's {jax.local_device_count()} "
+                     f"devices.")
 
 
 # ------------------------------------------------------------ Parameter tactics
@@ -147,6 +165,16 @@ def with_shardings(abstract_tree, shardings):
 
 # ------------------------------------------------------------------ Activations
 
+# Logical axes of activations and filters → mesh axes.
+LOGICAL = {"batch": BATCH_AXES, "channels": "tensor"}
+ACTIVATIONS = P("batch", None, "channels")  # [batch, tokens, channels]
+
+
+@dataclasses.dataclass(frozen=True)
+class SummedOverChannels:
+  """Layout of an output that sums over channels: the blocks' partial sums add."""
+  layout: P
+
 
 def _context_mesh():
   """The mesh set by jax.set_mesh, or None."""
@@ -154,11 +182,17 @@ def _context_mesh():
   return None if mesh.empty else mesh
 
 
+def batch_is_split() -> bool:
+  """Whether the mesh set by jax.set_mesh splits the batch (data × fsdp > 1)."""
+  mesh = _context_mesh()
+  return mesh is not None and mesh.shape["data"] * mesh.shape["fsdp"] > 1
+
+
 def constrain_batch(x):
   """x split by its leading (batch) axis over data × fsdp, replicated otherwise.
 
   Without it the partitioner may follow an fsdp-sharded weight into the
-  activations and reshard the residual stream back and forth.
+  activations and keep the residual stream in other layouts.
   """
   mesh = _context_mesh()
   if mesh is None or x.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]):
@@ -166,47 +200,56 @@ def constrain_batch(x):
   return jax.lax.with_sharding_constraint(x, P(BATCH_AXES))
 
 
-CHANNELS, SUMMED, SHARED = "channels", "summed", "shared"  # kinds of outputs
+def local_map(fn, args, in_layouts, out_layouts):
+  """fn(*args) run by each device on its own block of batch and channels.
 
-
-def channel_parallel(fn, channels, shared, out_kinds=CHANNELS):
-  """fn(channels, shared) with each device on a 1/tensor slice of the channels.
-
-  `channels` is a pytree of arrays whose last axis is the channel axis (split
-  over 'tensor'); `shared` one of arrays every slice needs whole (atoms, masks).
-  fn must mix along other axes only, so its work needs no collective: each
-  device computes its own channels. `out_kinds` (a pytree prefix of fn's output)
-  says what each output is:
-    CHANNELS  channel axis last; each device keeps its slice;
-    SUMMED    a sum over channels (e.g. a per-sequence residual): the slices'
-              partial sums are added, a psum of that small array;
-    SHARED    the same on every device (a pmean makes that visible to JAX when
-              it was computed next to split data; free when it was not).
-  The batch axes stay with the automatic partitioner (data × fsdp).
+  For operators that act along the tokens of each sequence and channel apart
+  (the SDict mixers): nothing crosses devices inside. This is also the only way
+  to split an FFT by batch: XLA's partitioners all-gather an FFT's operand.
+  Layouts are PartitionSpecs of logical axes ('batch': data × fsdp, 'channels':
+  'tensor', None: whole), one per array of args (None args pass through) and of
+  fn's output. An output without 'channels' is the same on every channel block
+  (a pmean says so to JAX: atom-only quantities), unless its layout is
+  SummedOverChannels(...): then the blocks' partial sums are added (a psum of
+  that small array, e.g. a per-sequence residual).
+  A batch not divisible by data × fsdp (a decoding batch of 1) is not split.
   """
   mesh = _context_mesh()
-  if mesh is None or mesh.shape["tensor"] == 1:
-    return fn(channels, shared)
-  size = mesh.shape["tensor"]
-  for leaf in jax.tree.leaves(channels):
-    if leaf.shape[-1] % size:
-      raise ValueError(f"A tensor axis of {size} devices cannot split {leaf.shape[-1]} "
-                       f"channels; choose model.width divisible by config.mesh.tensor.")
-  last_axis = lambda leaf: P(*[None] * (leaf.ndim - 1), "tensor")
-  by_kind = lambda f, outputs: jax.tree.map(
-      lambda kind, sub: jax.tree.map(functools.partial(f, kind), sub), out_kinds, outputs)
+  if mesh is None or mesh.size == 1:
+    return fn(*args)
+  tensor = mesh.shape["tensor"]
+  for arg, layout in zip(args, in_layouts):
+    for axis, size in zip(layout, getattr(arg, "shape", ())):
+      if axis == "channels" and size % tensor:
+        raise ValueError(f"A tensor axis of {tensor} devices cannot split {size} "
+                         f"channels; choose model.width divisible by config.mesh.tensor.")
+  batch_sizes = {size for arg, layout in zip(args, in_layouts)
+                 for axis, size in zip(layout, getattr(arg, "shape", ())) if axis == "batch"}
+  split_batch = all(b % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0
+                    for b in batch_sizes)
+  physical = lambda layout: P(*[
+      None if a is None or (a == "batch" and not split_batch) else LOGICAL[a]
+      for a in layout])
+  is_layout = lambda x: isinstance(x, (P, SummedOverChannels))
+  present = [i for i, arg in enumerate(args) if arg is not None]
 
-  def local(channels, shared):
-    combine = {CHANNELS: lambda out: out, SUMMED: lambda out: jax.lax.psum(out, "tensor"),
-               SHARED: lambda out: jax.lax.pmean(out, "tensor")}
-    return by_kind(lambda kind, out: combine[kind](out), fn(channels, shared))
+  def combine(layout, out):
+    if isinstance(layout, SummedOverChannels):
+      return jax.lax.psum(out, "tensor")
+    return out if "channels" in layout else jax.lax.pmean(out, "tensor")
 
-  out_specs = by_kind(lambda kind, out: last_axis(out) if kind == CHANNELS else P(),
-                      jax.eval_shape(fn, channels, shared))
-  return jax.shard_map(
-      local, mesh=mesh, axis_names={"tensor"}, out_specs=out_specs,
-      in_specs=(jax.tree.map(last_axis, channels), jax.tree.map(lambda _: P(), shared)),
-  )(channels, shared)
+  def local(*present_args):
+    full = list(args)
+    for i, arg in zip(present, present_args):
+      full[i] = arg
+    return jax.tree.map(combine, out_layouts, fn(*full), is_leaf=is_layout)
+
+  out_specs = jax.tree.map(
+      lambda l: physical(l.layout if isinstance(l, SummedOverChannels) else l),
+      out_layouts, is_leaf=is_layout)
+  return jax.shard_map(local, mesh=mesh, out_specs=out_specs,
+                       in_specs=tuple(physical(in_layouts[i]) for i in present),
+                       )(*[args[i] for i in present])
 
 
 # ---------------------------------------------------------------------- Batches
