@@ -10,7 +10,7 @@ plots). Every row of one table comes from one process run; a time is the
 minimum over several runs after compilation, interleaved across the rows of one
 size (bench_lib). Rows whose compiled memory exceeds --budget_gb, or whose
 projected time per run exceeds --max_seconds, are reported as skipped.
-docs/PERFORMANCE.md has the results on 2 CPU cores and the suites' wall times.
+The README's Performance section has the results on 2 CPU cores and the wall times.
 """
 
 import functools
