@@ -47,7 +47,6 @@ import types
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 
 from sdict_jax import config_checks
 from sdict_jax import model as model_lib
@@ -93,10 +92,7 @@ def lower_train_step(config, mesh):
       num_answers=max(num_answers, 1))
   example = batch_shape(config.train.batch_size // config.optim.accum_steps)
 
-  def init_state(rng):
-    params = model.init({"params": rng, "noise": rng}, example, train=False)["params"]
-    return {"params": params, "opt_state": optimizer.init(params),
-            "step": jnp.zeros((), jnp.int32)}
+  init_state = train.make_init_state(model, optimizer, example)
 
   with jax.set_mesh(mesh):
     abstract_state = jax.eval_shape(init_state, base_rng)

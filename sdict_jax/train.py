@@ -87,6 +87,19 @@ def make_optimizer(optim, steps: int):
                   weight_decay=optim.weight_decay, mask=decay_mask)), schedule
 
 
+def make_init_state(model, optimizer, example):
+  """rng → a fresh train state {'params', 'opt_state', 'step'}.
+
+  Pure, so it can be traced for shapes (jax.eval_shape) and jitted with the
+  state's out_shardings to create every array already sharded.
+  """
+  def init_state(rng):
+    params = model.init({"params": rng, "noise": rng}, example, train=False)["params"]
+    return {"params": params, "opt_state": optimizer.init(params),
+            "step": jnp.zeros((), jnp.int32)}
+  return init_state
+
+
 def train_step(state, batch, *, model, optimizer, config, base_rng):
   """One optimizer update; the batch is split into accum_steps micro-batches."""
   step = state["step"]
@@ -165,10 +178,7 @@ def main(argv):
       config.data.max_text_len, config.data.max_caption_len,
       max(len(bundle.answer_vocab), 1))
 
-  def init_state(rng):
-    params = model.init({"params": rng, "noise": rng}, example, train=False)["params"]
-    return {"params": params, "opt_state": optimizer.init(params),
-            "step": jnp.zeros((), jnp.int32)}
+  init_state = make_init_state(model, optimizer, example)
 
   # ---------------------------------------------------------------- Sharding
   # Shapes first (nothing allocated), then a jitted init that creates every array

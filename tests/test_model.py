@@ -77,8 +77,9 @@ def test_sdict_model_has_no_convolution_and_no_softmax():
   primitives = {e.primitive.name for e in _all_equations(jaxpr)}
   assert "conv_general_dilated" not in primitives, primitives
   assert _count_softmax(jaxpr) == 0
-  # It is the real pass: the spectral least squares and the FFTs are in it.
-  assert "cholesky" in primitives and "fft" in primitives
+  # It is the real pass: the spectral least squares is in it. (The decoder's causal
+  # convolution is a Toeplitz product at these lengths, an FFT beyond 96 tokens.)
+  assert "cholesky" in primitives
 
 
 def test_attention_baseline_has_softmax():

@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, CHECKPOINT_EVERY = 4, 2
 # lr 1e-3: Adam's first updates are nearly sign(gradient), so at 1e-2 rounding-level
@@ -49,7 +51,6 @@ def _reference_losses(out_path):
   import functools
 
   import jax
-  import jax.numpy as jnp
   from sdict_jax import metrics
   from sdict_jax import model as model_lib
   from sdict_jax import sharding
@@ -84,10 +85,7 @@ def _reference_losses(out_path):
                                   config.data.max_text_len, config.data.max_caption_len,
                                   max(len(bundle.answer_vocab), 1))
 
-  def init_state(rng):
-    params = model.init({"params": rng, "noise": rng}, example, train=False)["params"]
-    return {"params": params, "opt_state": optimizer.init(params),
-            "step": jnp.zeros((), jnp.int32)}
+  init_state = train.make_init_state(model, optimizer, example)
 
   mesh = sharding.make_mesh(config.mesh)
   losses = []

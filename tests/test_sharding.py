@@ -132,7 +132,6 @@ def _mixer_collectives(mesh):
 def _train_runs(out_path, worker):
   """Losses, shardings and restores of one worker's meshes, as JSON in out_path."""
   import jax
-  import jax.numpy as jnp
   from sdict_jax import checkpointing
   from sdict_jax import model as model_lib
   from sdict_jax import sharding
@@ -156,10 +155,7 @@ def _train_runs(out_path, worker):
                                   config.data.max_caption_len,
                                   len(bundle.answer_vocab))
 
-  def init_state(rng):
-    params = model.init({"params": rng, "noise": rng}, example, train=False)["params"]
-    return {"params": params, "opt_state": optimizer.init(params),
-            "step": jnp.zeros((), jnp.int32)}
+  init_state = train.make_init_state(model, optimizer, example)
 
   mesh_names, restores = WORKERS[worker]
   meshes, updates, shardings = {}, {}, {}
@@ -255,6 +251,7 @@ def results(tmp_path_factory):
 # --------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_every_mesh_gives_the_same_losses(results):
   reference = np.array(results["losses"]["one_device"])
   assert len(reference) == STEPS and np.all(np.isfinite(reference))
@@ -263,6 +260,7 @@ def test_every_mesh_gives_the_same_losses(results):
     np.testing.assert_allclose(losses, reference, rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow
 def test_state_is_created_sharded_by_the_rules(results):
   specs = results["specs"]
   assert specs["one_device"]["params/vision_0/mlp_in/kernel"] == [None, None]
@@ -282,6 +280,7 @@ def test_state_is_created_sharded_by_the_rules(results):
   assert results["local_shapes"]["data_fsdp"] == [32, 16]
 
 
+@pytest.mark.slow
 def test_checkpoint_restores_onto_another_mesh_and_device_count(results):
   for name, restored in results["restored"].items():
     source, target = name.split("->")
@@ -295,6 +294,7 @@ def test_checkpoint_restores_onto_another_mesh_and_device_count(results):
                                err_msg=name)
 
 
+@pytest.mark.slow
 def test_tensor_parallel_mixers_move_no_activations(results):
   # Only atom-sized arrays cross devices (gradients of the shared atoms and of
   # per-sequence Gram matrices, summed over channel blocks; per-sequence
