@@ -143,18 +143,8 @@ def _analysis(x, omega, grid, *, ridge, mask, method):
   if mask is None:
     row_weight = None
     rhs = numerics.einsum_f32("...nd,nk->...kd", x, basis.astype(x.dtype))
+    gram = basis.T @ basis if method == "pinv" else real_gram(omega, grid)
     energy = jnp.sum(x32**2, (-2, -1))
-    if method == "pinv":
-      gram = basis.T @ basis
-      u = _pinv_solve(basis, x32, ridge)
-      leakage = jnp.linalg.solve(gram + ridge * eye, gram)
-    else:
-      # One inverse for the whole batch; its GEMM beats triangular solves with
-      # batch × d right-hand sides on CPU.
-      gram = real_gram(omega, grid)
-      inverse = spd_inverse(gram + ridge * eye)
-      u = jnp.einsum("jk,...kd->...jd", inverse, rhs)
-      leakage = eye - ridge * inverse  # (G + ρI)⁻¹G
   else:
     # A mask changes the dictionary per example: rows of padding are zero and
     # the atoms are renormalised to unit norm over the valid positions.
@@ -164,17 +154,19 @@ def _analysis(x, omega, grid, *, ridge, mask, method):
     rhs = jnp.einsum("...nd,nk->...kd", x32 * row_weight[..., None], basis)
     gram = jnp.einsum("nj,...n,nk->...jk", basis, row_weight**2, basis)
     energy = jnp.sum((x32 * mask[..., None])**2, (-2, -1))
-    if method == "pinv":
-      u = _pinv_solve(basis * row_weight[..., None], x32, ridge)
-      leakage = jnp.linalg.solve(gram + ridge * eye, gram)
-    else:
-      # One inverse M = (G + ρI)⁻¹ per example serves the coefficients and the
-      # leakage MG = I − ρM. Batched small solves are slow on XLA's CPU backend
-      # (triangular solves loop over the batch); an explicit SPD inverse turns
-      # the rest into batched GEMMs.
-      inverse = spd_inverse(gram + ridge * eye)
-      u = jnp.einsum("...jk,...kd->...jd", inverse, rhs)
-      leakage = eye - ridge * inverse
+  if method == "pinv":
+    rows = basis if row_weight is None else basis * row_weight[..., None]
+    u = _pinv_solve(rows, x32, ridge)
+    leakage = jnp.linalg.solve(gram + ridge * eye, gram)
+  else:
+    # One inverse M = (G + ρI)⁻¹ (shared by the batch without a mask, one per
+    # example with one) serves the coefficients and the leakage MG = I − ρM.
+    # Its GEMMs beat XLA's CPU triangular solves, which loop over the batch and
+    # over batch × d right-hand sides.
+    inverse = spd_inverse(gram + ridge * eye)
+    subscripts = "jk,...kd->...jd" if inverse.ndim == 2 else "...jk,...kd->...jd"
+    u = jnp.einsum(subscripts, inverse, rhs)
+    leakage = eye - ridge * inverse
   # ‖x − Bu‖² = ‖x‖² − 2 uᵀBᵀx + uᵀGu: the residual from K-space quantities.
   # The fast paths solve (G + ρI)u = Bᵀx, so Gu = Bᵀx − ρu costs no GEMM; the
   # reference keeps the literal product.
