@@ -18,8 +18,10 @@ def get_config():
   config = shapes.get_config()
   config.data.update(image_size=32, max_text_len=12, max_caption_len=16,
                      train_examples=2_000, eval_examples=16)
-  config.model.update(width=32, num_atoms=6, patch_size=8, vision_layers=1,
-                      text_layers=1, fusion_layers=1, decoder_layers=1, num_heads=2)
+  # vision_atoms=10: every real frequency of the 4x4 patch grid.
+  config.model.update(width=32, num_atoms=6, vision_atoms=10, patch_size=8,
+                      vision_layers=1, text_layers=1, fusion_layers=1, decoder_layers=1,
+                      num_heads=2)
   config.train.update(steps=6, batch_size=8, log_every=2, eval_every=6,
                       checkpoint_every=2, keep_checkpoints=2)
   config.optim.update(warmup_steps=2)

@@ -5,9 +5,10 @@ filter (gain, phase bias, amplitude, phase; the decoder's decay and complex gain
 are sliced away, so the pruned model really runs a smaller dictionary (the
 dense mixer's cost is O(N·K·d + K³)). A layer with K_l atoms keeps
 K_l·k / K of them (K = model.num_atoms), so the fusion layers, whose dictionary
-is the union of K text and K vision atoms, keep 2k. The pruned parameters then
-have exactly the shapes of `model.clone(num_atoms=k)`, which runs them; only
-the atoms' initial values differ, and apply never reads those.
+is the union of K text and K vision atoms, keep 2k, and vision layers with
+K_v = model.vision_atoms keep K_v·k / K. The pruned parameters then have exactly
+the shapes of `pruned_clone(model, k)`, which runs them; only the atoms' initial
+values differ, and apply never reads those.
 
 Usage (which atoms to keep) is any per-layer score, e.g. `atoms.atom_usage` on
 held-out inputs. It uses no labels, so choosing atoms on the split that is
@@ -55,7 +56,7 @@ def prune(model: model_lib.SDictVLM, params, usage: dict, k: int):
   if tied:
     vision_total = sum(np.asarray(u) for name, u in usage.items()
                        if name.startswith("vision_"))
-    vision_keep = top_atoms(vision_total, k)
+    vision_keep = top_atoms(vision_total, len(vision_total) * k // num_atoms)
     params["vision_omega"] = params["vision_omega"][vision_keep]
   for name, scores in usage.items():
     if name not in params:
@@ -74,7 +75,14 @@ def prune(model: model_lib.SDictVLM, params, usage: dict, k: int):
   missing = _sdict_layer_names(model) - set(usage)
   if missing:
     raise ValueError(f"usage has no scores for layers {sorted(missing)}.")
-  return model.clone(num_atoms=k), params
+  return pruned_clone(model, k), params
+
+
+def pruned_clone(model: model_lib.SDictVLM, k: int) -> model_lib.SDictVLM:
+  """`model` with k atoms per K (vision: K_v·k / K), the shapes `prune` leaves."""
+  vision = model.vision_atoms
+  return model.clone(num_atoms=k,
+                     vision_atoms=None if vision is None else vision * k // model.num_atoms)
 
 
 def _sdict_layer_names(model) -> set[str]:
@@ -105,7 +113,7 @@ def accuracy_vs_atoms(model, decode_model, params, usage: dict, ks, bundle, conf
   rows = []
   for k in ks:
     pruned_model, pruned_params = prune(model, params, usage, k)
-    evaluator = evaluators.Evaluator(pruned_model, decode_model.clone(num_atoms=k),
+    evaluator = evaluators.Evaluator(pruned_model, pruned_clone(decode_model, k),
                                      bundle, config, mesh)
     scores, _ = evaluator.run(pruned_params)
     rows.append({"k": int(k), "gflops": forward_gflops(pruned_model, pruned_params,

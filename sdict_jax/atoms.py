@@ -95,7 +95,7 @@ class Layer(typing.NamedTuple):
 def initial_frequencies(model: model_lib.SDictVLM) -> dict[str, np.ndarray]:
   """ω at initialisation per layer kind, exactly as SDictVLM.setup makes them."""
   k, grid = model.num_atoms, tuple(model.pretrain_grid)
-  return {"vision": atom_init.radial_grid_frequencies(k, grid),
+  return {"vision": atom_init.radial_grid_frequencies(model.num_vision_atoms, grid),
           "text": atom_init.mel_frequencies(k),
           "fusion": atom_init.fusion_frequencies(k, k, grid),
           "decoder": atom_init.mel_frequencies(k)}

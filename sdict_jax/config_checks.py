@@ -33,10 +33,12 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.patch_size={model.patch_size}; pick sizes that divide.")
   grid = data.image_size // model.patch_size
   real_2d_frequencies = (grid * grid) // 2 + 2
-  _require(model.num_atoms <= real_2d_frequencies,
-           f"config.model.num_atoms={model.num_atoms} exceeds the ~{real_2d_frequencies} "
-           f"distinct real frequencies of a {grid}x{grid} patch grid; lower num_atoms or "
-           f"use smaller patches.")
+  vision_atoms = model.get("vision_atoms") or model.num_atoms
+  field = "vision_atoms" if model.get("vision_atoms") else "num_atoms"
+  _require(model.num_atoms <= vision_atoms <= real_2d_frequencies,
+           f"config.model.{field}={vision_atoms} must lie between num_atoms="
+           f"{model.num_atoms} and the ~{real_2d_frequencies} distinct real frequencies "
+           f"of a {grid}x{grid} patch grid; change it or use smaller patches.")
   _require(model.mixer != "attention" or model.width % model.num_heads == 0,
            f"config.model.width={model.width} is not divisible by "
            f"config.model.num_heads={model.num_heads}.")
@@ -45,6 +47,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.max_text_len={model.max_text_len}; raise the model's.")
   _require(data.name in sources.names(),
            f"config.data.name={data.name!r} is unknown; use one of {sources.names()}.")
+  _require(data.get("questions_per_image", 1) >= 1,
+           f"config.data.questions_per_image={data.get('questions_per_image')}; a "
+           f"training example asks at least 1 question of its image.")
   _require(train.compute_dtype in ("float32", "bfloat16"),
            f"config.train.compute_dtype={train.compute_dtype!r}; use 'float32' or "
            f"'bfloat16'.")

@@ -64,6 +64,7 @@ class SDictVLM(nn.Module):
   width: int = 128
   mlp_ratio: int = 2
   num_atoms: int = 32
+  vision_atoms: Optional[int] = None  # K of the vision layers; None: num_atoms
   patch_size: int = 8
   pretrain_grid: tuple[int, int] = (8, 8)
   vision_layers: int = 2
@@ -103,7 +104,8 @@ class SDictVLM(nn.Module):
                                   num_heads=self.num_heads)
 
     block = functools.partial(Block, mlp_ratio=self.mlp_ratio, dtype=self.dtype)
-    vision_omega = atom_init.radial_grid_frequencies(k, self.pretrain_grid)
+    vision_omega = atom_init.radial_grid_frequencies(self.num_vision_atoms,
+                                                     self.pretrain_grid)
     self.shared_vision_omega = (
         self.param("vision_omega", lambda *_: jnp.asarray(vision_omega))
         if self.tie_vision_atoms and self.mixer == "sdict" else None)
@@ -112,6 +114,9 @@ class SDictVLM(nn.Module):
     text_omega = atom_init.mel_frequencies(k)
     self.text_blocks = [block(bidirectional(text_omega), name=f"text_{i}")
                         for i in range(self.text_layers)]
+    # Text atoms ∪ the K lowest vision frequencies. The vision layers may have
+    # more (`vision_atoms`: local filters, cheap on the short patch sequence);
+    # the longer fused sequence, which every question and caption pays for, K.
     fusion_omega = atom_init.fusion_frequencies(k, k, self.pretrain_grid)
     self.fusion_blocks = [block(bidirectional(fusion_omega), name=f"fusion_{i}")
                           for i in range(self.fusion_layers)]
@@ -125,6 +130,10 @@ class SDictVLM(nn.Module):
     self.vqa_head = [nn.Dense(d, dtype=self.dtype),
                      nn.Dense(self.num_answers, dtype=jnp.float32)]
     self.box_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(4, dtype=jnp.float32)]
+
+  @property
+  def num_vision_atoms(self) -> int:
+    return self.num_atoms if self.vision_atoms is None else self.vision_atoms
 
   # -- encoders ---------------------------------------------------------------
 
@@ -216,20 +225,28 @@ class SDictVLM(nn.Module):
   def __call__(self, batch: dict, train: bool = False) -> dict:
     """VQA logits, boxes and caption logits for a model batch (see pipeline.py).
 
-    The image is encoded once. The question and the referring expression are
+    The image is encoded once. Its questions and the referring expression are
     fused with it as one stacked batch; captioning fuses the image with no text
     (a prefix of [CLS] ⊕ vision only, no padded text positions to carry).
+    `question` is [B, L] (one question per image) or [B, Q, L] (Q questions per
+    image, answer logits [B, Q, A]): the vision encoder then runs once for Q
+    answers (each question still costs a fusion pass).
     """
     vision = self.encode_image(batch["image"], train)
     batch_size = vision.shape[0]
-    fused, _ = self.fuse(jnp.concatenate([vision, vision], 0),
-                         jnp.concatenate([batch["question"], batch["refexp"]], 0),
-                         train)
-    prefix, prefix_mask = self.fuse(vision, batch["question"][:, :0], train)
+    questions = batch["question"]
+    per_image = questions.shape[1] if questions.ndim == 3 else 1
+    questions = questions.reshape(batch_size * per_image, questions.shape[-1])
+    fused, _ = self.fuse(
+        jnp.concatenate([jnp.repeat(vision, per_image, 0), vision], 0),
+        jnp.concatenate([questions, batch["refexp"]], 0), train)
+    prefix, prefix_mask = self.fuse(vision, questions[:, :0][:batch_size], train)
     caption_len = batch["caption_in"].shape[1]
+    answer_logits = self.answer_logits(fused[:batch_size * per_image])
     return {
-        "answer_logits": self.answer_logits(fused[:batch_size]),
-        "box": self.box(fused[batch_size:]),
+        "answer_logits": answer_logits.reshape(batch["question"].shape[:-1] +
+                                               answer_logits.shape[-1:]),
+        "box": self.box(fused[batch_size * per_image:]),
         "caption_logits": self.caption_logits(
             batch["caption_in"], jnp.arange(caption_len), prefix, prefix_mask,
             train),
@@ -260,6 +277,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       vocab_size=vocab_size, num_answers=max(num_answers, 1),
       mixer=model_config.mixer, width=model_config.width,
       mlp_ratio=model_config.mlp_ratio, num_atoms=model_config.num_atoms,
+      vision_atoms=model_config.get("vision_atoms"),
       patch_size=model_config.patch_size, pretrain_grid=(grid, grid),
       vision_layers=model_config.vision_layers, text_layers=model_config.text_layers,
       fusion_layers=model_config.fusion_layers,
@@ -283,16 +301,17 @@ def count_parameters(model: SDictVLM, image_size: int, text_len: int = 8,
 
 
 def dummy_batch(batch_size: int, image_size: int, text_len: int, caption_len: int,
-                num_answers: int) -> dict:
+                num_answers: int, questions_per_image: int = 1) -> dict:
   """A model batch of zeros with the pipeline's shapes (for init and tracing)."""
   zeros = lambda shape, dtype=jnp.int32: jnp.zeros((batch_size, *shape), dtype)
+  per_image = (questions_per_image,) if questions_per_image > 1 else ()
   return {
       "image": zeros((image_size, image_size, 3), jnp.float32),
-      "question": zeros((text_len,)), "refexp": zeros((text_len,)),
-      "answer_scores": zeros((num_answers,), jnp.float32),
+      "question": zeros((*per_image, text_len)), "refexp": zeros((text_len,)),
+      "answer_scores": zeros((*per_image, num_answers), jnp.float32),
       "box": zeros((4,), jnp.float32),
       "caption_in": zeros((caption_len,)), "caption_out": zeros((caption_len,)),
-      "has_vqa": zeros((), jnp.float32), "has_caption": zeros((), jnp.float32),
+      "has_vqa": zeros(per_image, jnp.float32), "has_caption": zeros((), jnp.float32),
       "has_box": zeros((), jnp.float32), "example_id": zeros(()),
   }
 

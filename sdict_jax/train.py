@@ -164,7 +164,9 @@ def main(argv):
       max_text_len=config.data.max_text_len,
       max_caption_len=config.data.max_caption_len, seed=config.seed, train=True,
       image_transform=augment.make_image_transform(config.data),
-      normalize_answer=metrics.normalize_answer, shard_index=jax.process_index(),
+      normalize_answer=metrics.normalize_answer,
+      questions_per_image=config.data.get("questions_per_image", 1),
+      shard_index=jax.process_index(),
       shard_count=jax.process_count(), worker_count=config.data.worker_count)
   train_iter = iter(train_data)
 
@@ -176,7 +178,7 @@ def main(argv):
   example = model_lib.dummy_batch(
       config.train.batch_size // config.optim.accum_steps, config.data.image_size,
       config.data.max_text_len, config.data.max_caption_len,
-      max(len(bundle.answer_vocab), 1))
+      max(len(bundle.answer_vocab), 1), config.data.get("questions_per_image", 1))
 
   init_state = make_init_state(model, optimizer, example)
 

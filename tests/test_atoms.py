@@ -28,8 +28,9 @@ def tiny_config(**model_overrides):
   config = shapes_config.get_config()
   config.data.image_size = 32
   config.data.eval_examples = 8
-  config.model.update(dict(width=16, num_atoms=K, vision_layers=1, text_layers=1,
-                           fusion_layers=1, decoder_layers=1) | model_overrides)
+  config.model.update(dict(width=16, num_atoms=K, vision_atoms=None, vision_layers=1,
+                           text_layers=1, fusion_layers=1, decoder_layers=1) |
+                      model_overrides)
   config.train.update(steps=2, batch_size=2)
   config.eval.update(num_examples=4, batch_size=4, max_decode_len=6)
   return config
@@ -231,6 +232,30 @@ def test_pruning_drops_atoms_and_compute(tiny):
   assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(outputs))
   assert (atom_pruning.forward_gflops(pruned_model, pruned, batch) <
           atom_pruning.forward_gflops(model, params, batch))
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_pruning_a_model_with_more_vision_atoms(tie):
+  vision_atoms = 10  # every distinct real frequency of the 4x4 patch grid (K = 8)
+  config = tiny_config(vision_atoms=vision_atoms, tie_vision_atoms=tie)
+  bundle = sources.load(config.data, "validation")
+  model = train.build_model(config, bundle)
+  batch = jax.tree.map(jnp.asarray, atoms.heldout_batch(bundle, config, 2))
+  params = init_params(model, batch)
+  layers = atoms.sdict_layers(model, params)
+  assert [l.omega.shape[0] for l in layers if l.kind == "vision"] == [vision_atoms]
+  assert [l.omega.shape[0] for l in layers if l.kind == "fusion"] == [2 * K]
+  inputs, _ = atoms.mixer_inputs(model, params, batch)
+  usage = atoms.atom_usage(layers, inputs, model.ridge)
+  pruned_model, pruned = atom_pruning.prune(model, params, usage, K // 2)
+  kept = vision_atoms * (K // 2) // K  # in proportion: 5 of 10
+  assert (pruned_model.num_atoms, pruned_model.vision_atoms) == (K // 2, kept)
+  vision_omega = pruned["vision_omega"] if tie else pruned["vision_0"]["mixer"]["omega"]
+  assert vision_omega.shape == (kept, 2)
+  assert pruned["vision_0"]["mixer"]["gain"].shape == (kept, 16)
+  assert pruned["fusion_0"]["mixer"]["omega"].shape == (K,)
+  outputs = apply(pruned_model, pruned, batch)
+  assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(outputs))
 
 
 def test_pruning_keeps_the_most_used_atoms_in_order(tiny):

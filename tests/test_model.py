@@ -159,6 +159,23 @@ def test_padding_in_text_changes_no_answer():
                              answers, atol=1e-4)
 
 
+@pytest.mark.parametrize("mixer", ["sdict", "attention"])
+def test_several_questions_per_image_answer_like_one_at_a_time(mixer):
+  model, batch = _model(mixer), _batch(batch_size=2)
+  params = _params(model, batch)
+  questions = jnp.asarray([[[5, 6, 7, 0, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0, 0],
+                            [4, 4, 8, 3, 0, 0, 0, 0]]] * 2)
+  stacked = model.apply({"params": params}, dict(batch, question=questions))
+  assert stacked["answer_logits"].shape == (2, 3, 7)
+  for q in range(3):
+    single = model.apply({"params": params}, dict(batch, question=questions[:, q]))
+    # Equal up to float32 rounding (another batch size, another GEMM blocking).
+    np.testing.assert_allclose(stacked["answer_logits"][:, q], single["answer_logits"],
+                               rtol=1e-4, atol=1e-4)
+    for key in ("box", "caption_logits"):  # the other tasks see the image once
+      np.testing.assert_allclose(stacked[key], single[key], rtol=1e-4, atol=1e-4)
+
+
 def test_baselines_match_sdict_parameter_count():
   from ml_collections import ConfigDict
   import importlib.util, os

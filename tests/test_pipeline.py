@@ -207,6 +207,32 @@ def test_missing_tasks_give_zero_flags_and_padding():
     np.testing.assert_allclose(batch["image"], 200 / 255, rtol=1e-6)
 
 
+def test_several_questions_per_image_are_distinct_questions_of_that_image():
+  raw = [{"image": np.zeros((32, 32, 3), np.uint8), "id": i,
+          "questions": [f"is there a {c} circle?" for c in colours],
+          "answers": [[c] * 10 for c in colours]}
+         for i, colours in enumerate([["red", "green", "blue"], ["red"], []])]
+  batch = next(iter(_dataset(raw, batch_size=3, questions_per_image=2)))
+  assert batch["question"].shape == (3, 2, TEXT_LEN)
+  assert batch["answer_scores"].shape == (3, 2, len(ANSWERS))
+  for row, example_id in enumerate(batch["example_id"]):
+    example = raw[example_id]
+    asked = [TOKENIZER.decode(q) for q, has in zip(batch["question"][row],
+                                                   batch["has_vqa"][row]) if has]
+    assert len(asked) == min(2, len(example["questions"]))  # the rest: empty slots
+    assert len(set(asked)) == len(asked)
+    for question, scores in zip(asked, batch["answer_scores"][row]):
+      colour = example["answers"][[_words(q) for q in example["questions"]].index(
+          question)][0]
+      assert scores[ANSWERS.index(colour)] == 1.0 and scores.sum() == 1.0
+    empty = batch["has_vqa"][row] == 0
+    assert not batch["question"][row][empty].any()
+    assert not batch["answer_scores"][row][empty].any()
+  evaluation = next(iter(_dataset(raw, batch_size=3, questions_per_image=2, train=False,
+                                  drop_remainder=False)))
+  assert evaluation["question"].shape == (3, TEXT_LEN)  # evaluation: one question
+
+
 def test_mismatched_annotations_raise_clear_errors():
   image = np.zeros((32, 32, 3), np.uint8)
   bad_boxes = [{"image": image, "boxes": np.zeros((2, 4)), "refexps": ["the circle"]}]

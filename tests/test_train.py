@@ -29,9 +29,11 @@ def _config(name="tiny"):
     ("model.mixer", "transformer", "config.model.mixer='transformer' is unknown"),
     ("data.image_size", 36, "not divisible by config.model.patch_size"),
     ("model.num_atoms", 0, "needs K >= 1"),
+    ("model.vision_atoms", 40, "vision_atoms=40 must lie between num_atoms"),
     ("train.batch_size", 6, "not divisible by the 4 devices"),
     ("loss.recon_floor", 0.0, "never switched off"),
     ("data.name", "imagenet", "config.data.name='imagenet' is unknown"),
+    ("data.questions_per_image", 0, "asks at least 1 question"),
 ])
 def test_bad_config_is_named_with_its_fix(field, value, message):
   config = ConfigDict(_config().to_dict())

@@ -16,6 +16,9 @@ Model batch (leading dimension B):
   image          float32 [B, S, S, 3] in [0, 1]
   question       int32 [B, max_text_len]       word ids, 0 = pad, no BOS/EOS
   answer_scores  float32 [B, n_answers]        VQAv2 soft score min(1, count / 3)
+                 (training with questions_per_image=Q > 1: [B, Q, ...] and has_vqa
+                 [B, Q], Q distinct questions of the image, has_vqa 0 where it has
+                 fewer)
   refexp         int32 [B, max_text_len]
   box            float32 [B, 4]                (ymin, xmin, ymax, xmax) in [0, 1]
   caption_in     int32 [B, max_caption_len]    [BOS, w1 .. wn, pad ...]
@@ -83,6 +86,7 @@ class ExampleEncoder:
   max_caption_len: int
   image_transform: ImageTransform | None = None
   normalize_answer: Callable[[str], str] = default_normalize_answer
+  questions_per_image: int = 1
 
   def train_example(self, indexed: tuple[int, dict], rng: np.random.Generator) -> dict:
     index, raw = indexed
@@ -90,8 +94,11 @@ class ExampleEncoder:
     image = _as_rgb(raw["image"])
     if self.image_transform is not None:
       image = self.image_transform(image, rng)
-    return self._encode(index, raw, image, caption=choose(len(raw.get("captions", ()))),
-                        question=choose(len(raw.get("questions", ()))),
+    caption = choose(len(raw.get("captions", ())))
+    n_questions = len(raw.get("questions", ()))
+    question = (choose(n_questions) if self.questions_per_image == 1 else
+                rng.permutation(n_questions)[:self.questions_per_image].tolist())
+    return self._encode(index, raw, image, caption=caption, question=question,
                         obj=choose(len(raw.get("refexps", ()))))
 
   def eval_example(self, indexed: tuple[int, dict]) -> dict:
@@ -109,8 +116,17 @@ class ExampleEncoder:
         scores[self.answer_index[answer]] = min(1.0, count / 3)
     return scores
 
-  def _encode(self, index: int, raw: dict, image: np.ndarray, *, caption: int, question: int,
-              obj: int) -> dict[str, Any]:
+  def _question(self, questions, answers, question: int | None):
+    """(word ids, answer scores, has_vqa) of one question; None: an empty slot."""
+    if question is None:
+      return (np.zeros(self.max_text_len, np.int32),
+              np.zeros(len(self.answer_index), np.float32), np.float32(0))
+    return (_padded(self.tokenizer.encode(questions[question]), self.max_text_len),
+            self.answer_scores(answers[question]), np.float32(1))
+
+  def _encode(self, index: int, raw: dict, image: np.ndarray, *, caption: int,
+              question: int | list[int], obj: int) -> dict[str, Any]:
+    """One model example; `question` a list: that many questions, stacked."""
     captions, questions = raw.get("captions", []), raw.get("questions", [])
     answers, refexps = raw.get("answers", []), raw.get("refexps", [])
     boxes = np.asarray(raw.get("boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4)
@@ -121,18 +137,24 @@ class ExampleEncoder:
       raise ValueError(f"Example {raw.get('id')}: {len(refexps)} refexps but "
                        f"{len(boxes)} boxes; each box needs one referring expression.")
     tok, text_len, caption_len = self.tokenizer, self.max_text_len, self.max_caption_len
-    has_vqa, has_caption, has_box = bool(questions), bool(captions), bool(refexps)
+    has_caption, has_box = bool(captions), bool(refexps)
     words = tok.encode(captions[caption])[:caption_len - 1] if has_caption else []
+    if isinstance(question, list):  # the slots past the image's questions stay empty
+      slots = question + [None] * (self.questions_per_image - len(question))
+      vqa = [self._question(questions, answers, q) for q in slots]
+      question_ids, answer_scores, has_vqa = (np.stack(v) for v in zip(*vqa))
+    else:
+      question_ids, answer_scores, has_vqa = self._question(
+          questions, answers, question if questions else None)
     return {
         "image": _resized(image, self.image_size),
-        "question": _padded(tok.encode(questions[question]) if has_vqa else [], text_len),
-        "answer_scores": (self.answer_scores(answers[question]) if has_vqa else
-                          np.zeros(len(self.answer_index), np.float32)),
+        "question": question_ids,
+        "answer_scores": answer_scores,
         "refexp": _padded(tok.encode(refexps[obj]) if has_box else [], text_len),
         "box": boxes[obj] if has_box else np.zeros(4, np.float32),
         "caption_in": _padded([tok.bos_id] + words if has_caption else [], caption_len),
         "caption_out": _padded(words + [tok.eos_id] if has_caption else [], caption_len),
-        "has_vqa": np.float32(has_vqa),
+        "has_vqa": has_vqa,
         "has_caption": np.float32(has_caption),
         "has_box": np.float32(has_box),
         "example_id": np.int32(raw.get("id", index)),  # sources without ids: position
@@ -149,7 +171,7 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
                  num_epochs: int | None = None, image_transform: ImageTransform | None = None,
                  normalize_answer: Callable[[str], str] = default_normalize_answer,
                  shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True,
-                 worker_count: int = 0, read_threads: int = 4,
+                 questions_per_image: int = 1, worker_count: int = 0, read_threads: int = 4,
                  prefetch_batches: int = 8) -> grain.IterDataset:
   """Batches of model examples from a random-access source of raw example dicts.
 
@@ -158,6 +180,8 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
     seed: seeds the shuffle and the per-record choices/augmentations (train only).
     train: shuffle, repeat `num_epochs` times (None: forever), random choices and
       `image_transform`; else one ordered pass with fixed choices (see module doc).
+    questions_per_image: training examples carry this many questions of their
+      image (see the model batch above); evaluation always one.
     shard_index, shard_count: this host takes source indices
       `shard_index::shard_count` (disjoint shards for multi-host input).
     worker_count: processes for `mp_prefetch`; 0 reads in this process (threads only).
@@ -175,7 +199,8 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
   encoder = ExampleEncoder(
       tokenizer=tokenizer, answer_index={a: i for i, a in enumerate(answer_vocab)},
       image_size=image_size, max_text_len=max_text_len, max_caption_len=max_caption_len,
-      image_transform=image_transform, normalize_answer=normalize_answer)
+      image_transform=image_transform, normalize_answer=normalize_answer,
+      questions_per_image=questions_per_image if train else 1)
   ds = grain.MapDataset.source(source).map_with_index(_with_source_index)
   ds = ds[shard_index::shard_count]
   if train:
