@@ -99,8 +99,8 @@ class Evaluator:
         "answer": (self.bundle.answer_vocab[int(out["answer"])]
                    if self.bundle.answer_vocab else None),
         "answers": raw["answers"][question] if question is not None else [],
-        "answer_type": (raw.get("answer_types") or [None] * (question + 1))[question]
-                       if question is not None else None,
+        "answer_type": _at(raw.get("answer_types"), question),
+        "question_kind": _at(raw.get("question_kinds"), question),
         "box": out["box"].tolist(), "box_target": batch["box"][row].tolist(),
         "has_box": bool(batch["has_box"][row]),
     }
@@ -111,17 +111,28 @@ class Evaluator:
     return score(results, scorers), results
 
 
+def _at(values, index):
+  """values[index], or None where the source lacks the list or the question."""
+  return values[index] if values and index is not None else None
+
+
 def score(results, scorers=("BLEU", "CIDEr")) -> dict:
   """Aggregate metrics of `Evaluator.predict` results."""
   scores = {}
   with_vqa = [r for r in results if r["answers"]]
   if with_vqa:
+    predictions = {r["index"]: r["answer"] for r in with_vqa}
+    answers = {r["index"]: r["answers"] for r in with_vqa}
     vqa = metrics.vqa_accuracy(
-        {r["index"]: r["answer"] for r in with_vqa},
-        {r["index"]: r["answers"] for r in with_vqa},
+        predictions, answers,
         {r["index"]: r["answer_type"] for r in with_vqa if r["answer_type"]} or None)
     scores["vqa_accuracy"] = vqa["overall"]
     scores.update({f"vqa_accuracy/{k}": v for k, v in vqa.items() if k != "overall"})
+    kinds = {r["index"]: r["question_kind"] for r in with_vqa if r.get("question_kind")}
+    if len(kinds) == len(with_vqa):  # sources that name what each question tests
+      by_kind = metrics.vqa_accuracy(predictions, answers, kinds)
+      scores.update({f"vqa_accuracy/kind/{k}": v for k, v in by_kind.items()
+                     if k != "overall"})
   with_captions = [r for r in results if r["references"]]
   if with_captions:
     captions = metrics.caption_scores(

@@ -23,8 +23,8 @@ TINY_CONFIG = textwrap.dedent("""\
     def get_config():
       config = shapes.get_config()
       config.data.image_size = 32
-      config.model.update(width=32, num_atoms=8, vision_layers=1, text_layers=1,
-                          fusion_layers=1, decoder_layers=1)
+      config.model.update(width=32, num_atoms=8, vision_atoms=None, vision_layers=1,
+                          text_layers=1, fusion_layers=1, decoder_layers=1)
       config.train.update(steps=2, batch_size=2, log_every=1, eval_every=2,
                           checkpoint_every=2)
       config.eval.update(num_examples=2, batch_size=2, max_decode_len=8)
@@ -76,6 +76,9 @@ def test_evaluate_writes_every_score_and_prediction(workdir):
   for name in ("bleu4", "cider", "METEOR", "ROUGE-L", "vqa_accuracy", "box_iou"):
     assert math.isfinite(scores[name]), name
   assert any(name.startswith("vqa_accuracy/") for name in scores)
+  kinds = {p for p in shapes._QUESTIONS}
+  per_kind = [name.split("/")[-1] for name in scores if name.startswith("vqa_accuracy/kind/")]
+  assert per_kind and set(per_kind) <= kinds
   lines = (workdir / "eval_test" / "predictions.jsonl").read_text().splitlines()
   predictions = [json.loads(line) for line in lines]
   assert [p["index"] for p in predictions] == [0, 1, 2]
@@ -83,6 +86,7 @@ def test_evaluate_writes_every_score_and_prediction(workdir):
     assert len(prediction["caption"].split()) <= 5  # max_decode_len override
     assert prediction["references"]
     assert prediction["answer"] in shapes.answer_vocabulary()
+    assert prediction["question_kind"] in kinds
   assert "METEOR" in result.stdout
 
 

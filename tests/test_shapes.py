@@ -149,6 +149,18 @@ def test_questions_have_ten_answers_from_the_vocabulary():
       assert answers[0].isdigit() == (answer_type == "number")
 
 
+def test_each_question_names_the_kind_whose_template_it_fills():
+  templates = {kind: [re.compile(re.sub(r"\\{\w+\\}", ".+", re.escape(t)) + r"\?")
+                      for t in ts] for kind, ts in shapes._QUESTIONS.items()}
+  seen = set()
+  for example, _ in _examples("train", 200):
+    assert len(example["question_kinds"]) == len(example["questions"])
+    for question, kind in zip(example["questions"], example["question_kinds"]):
+      assert any(t.fullmatch(question) for t in templates[kind]), (kind, question)
+      seen.add(kind)
+  assert seen == set(shapes._QUESTIONS)
+
+
 def _oracle(question: str, objects) -> str | None:
   """The answer read off the scene for the question kinds it can parse."""
   q = question.rstrip("?")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 
 import numpy as np
 
@@ -364,8 +365,16 @@ def refexps(objects, rng) -> list[str]:
   return result
 
 
-def _question(kind: str, rng, **fields) -> str:
-  return _pick(rng, _QUESTIONS[kind]).format(**fields) + "?"
+class QA(typing.NamedTuple):
+  question: str
+  answer: str
+  answer_type: str  # VQAv2's: "yes/no", "number" or "other"
+  kind: str  # the template family (a key of _QUESTIONS): what the question tests
+
+
+def _qa(kind: str, rng, answer: str, answer_type: str, **fields) -> QA:
+  question = _pick(rng, _QUESTIONS[kind]).format(**fields) + "?"
+  return QA(question, answer, answer_type, kind)
 
 
 def _absent_pair(objects, rng, near_miss: bool) -> tuple[str, str]:
@@ -383,7 +392,7 @@ def _absent_pair(objects, rng, near_miss: bool) -> tuple[str, str]:
       return pair
 
 
-def _existence_question(objects, rng, with_size: bool) -> tuple[str, str, str]:
+def _existence_question(objects, rng, with_size: bool) -> QA:
   answer = _pick(rng, ("yes", "no"))
   if answer == "yes":
     o = _pick(rng, objects)
@@ -395,40 +404,39 @@ def _existence_question(objects, rng, with_size: bool) -> tuple[str, str, str]:
     colour, shape = _absent_pair(objects, rng, near_miss=rng.random() < 0.5)
     size = _pick(rng, tuple(SIZES))
   kind = "exist_sized" if with_size else "exist"
-  return (_question(kind, rng, colour=colour, shape=shape,
-                    size=_pick(rng, SIZE_SYNONYMS[size])), answer, "yes/no")
+  return _qa(kind, rng, answer, "yes/no", colour=colour, shape=shape,
+             size=_pick(rng, SIZE_SYNONYMS[size]))
 
 
-def questions(scene: Scene, rng) -> list[tuple[str, str, str]]:
-  """(question, answer, answer type) triples covering every question kind that is
-  unambiguous for the scene."""
+def questions(scene: Scene, rng) -> list[QA]:
+  """Questions of every kind that is unambiguous for the scene."""
   objects = scene.objects
-  result = [(_question("count_all", rng), str(len(objects)), "number")]
+  result = [_qa("count_all", rng, str(len(objects)), "number")]
   focus_count = sum(getattr(o, scene.count_attribute) == scene.count_value for o in objects)
   if scene.count_attribute == "shape":
-    result.append((_question("count_shape", rng, shapes=PLURALS[scene.count_value]),
-                   str(focus_count), "number"))
+    result.append(_qa("count_shape", rng, str(focus_count), "number",
+                      shapes=PLURALS[scene.count_value]))
   else:
-    result.append((_question("count_colour", rng, colour=scene.count_value),
-                   str(focus_count), "number"))
+    result.append(_qa("count_colour", rng, str(focus_count), "number",
+                      colour=scene.count_value))
   result.append(_existence_question(objects, rng, with_size=False))
   result.append(_existence_question(objects, rng, with_size=True))
   unique_shape = [o for o in objects if sum(p.shape == o.shape for p in objects) == 1]
   unique_colour = [o for o in objects if sum(p.colour == o.colour for p in objects) == 1]
   if unique_shape:
     o = _pick(rng, unique_shape)
-    result.append((_question("colour", rng, shape=o.shape), o.colour, "other"))
+    result.append(_qa("colour", rng, o.colour, "other", shape=o.shape))
   if unique_colour:
     o = _pick(rng, unique_colour)
-    result.append((_question("shape", rng, colour=o.colour), o.shape, "other"))
+    result.append(_qa("shape", rng, o.shape, "other", colour=o.colour))
   pairs = [(a, b) for a in objects for b in objects if a is not b]
   if pairs:
     a, b = _pick(rng, pairs)
     relation = _pick(rng, relations(a, b))
     answer = _pick(rng, ("yes", "no"))
     asked = relation if answer == "yes" else _OPPOSITE[relation]
-    result.append((_question("relation_check", rng, a=_name(a), b=_name(b),
-                             rel=_pick(rng, _RELATION_PHRASES[asked])), answer, "yes/no"))
+    result.append(_qa("relation_check", rng, answer, "yes/no", a=_name(a), b=_name(b),
+                      rel=_pick(rng, _RELATION_PHRASES[asked])))
   # "what ... is left of X": X named by a unique attribute, exactly one object on that side.
   relational = []
   for ref, kind in ([(o, "relation_shape") for o in unique_colour] +
@@ -441,9 +449,9 @@ def questions(scene: Scene, rng) -> list[tuple[str, str, str]]:
     ref, kind, relation, target = _pick(rng, relational)
     rel = _pick(rng, _RELATION_PHRASES[relation])
     if kind == "relation_shape":
-      result.append((_question(kind, rng, rel=rel, colour=ref.colour), target.shape, "other"))
+      result.append(_qa(kind, rng, target.shape, "other", rel=rel, colour=ref.colour))
     else:
-      result.append((_question(kind, rng, rel=rel, shape=ref.shape), target.colour, "other"))
+      result.append(_qa(kind, rng, target.colour, "other", rel=rel, shape=ref.shape))
   while len(result) < _MIN_QUESTIONS:
     result.append(_existence_question(objects, rng, with_size=rng.random() < 0.5))
   return result
@@ -519,9 +527,10 @@ class ShapesSource:
     return {
         "image": image,
         "captions": captions(scene.objects, rng),
-        "questions": [q for q, _, _ in qas],
-        "answers": [[a] * 10 for _, a, _ in qas],
-        "answer_types": [t for _, _, t in qas],
+        "questions": [qa.question for qa in qas],
+        "answers": [[qa.answer] * 10 for qa in qas],
+        "answer_types": [qa.answer_type for qa in qas],
+        "question_kinds": [qa.kind for qa in qas],
         "boxes": np.asarray([o.box for o in scene.objects], np.float32),
         "refexps": refexps(scene.objects, rng),
         "id": int(index),
