@@ -184,7 +184,8 @@ def model_config(mixer, *, base_config, image_size, width, atoms, batch, dtype,
   # An n×n grid has only ~n²/2 distinct real 2-D frequencies for the vision atoms.
   while atoms > 1 and atoms > grid * grid // 2:
     atoms //= 2
-  config.model.update(mixer=mixer, width=width, num_atoms=atoms)
+  # K atoms in every layer, vision included: the benchmarks vary one K.
+  config.model.update(mixer=mixer, width=width, num_atoms=atoms, vision_atoms=None)
   config.data.image_size = image_size
   if max_caption_len:
     config.data.max_caption_len = max_caption_len
