@@ -49,7 +49,6 @@ from absl import flags
 import jax
 
 from sdict_jax import config_checks
-from sdict_jax import model as model_lib
 from sdict_jax import sharding
 from sdict_jax import train
 from sdict_jax.data import sources
@@ -86,10 +85,8 @@ def lower_train_step(config, mesh):
   base_rng = jax.random.PRNGKey(config.seed)
   vocab_size, num_answers = data_sizes(config)
   del vocab_size
-  batch_shape = functools.partial(
-      model_lib.dummy_batch, image_size=config.data.image_size,
-      text_len=config.data.max_text_len, caption_len=config.data.max_caption_len,
-      num_answers=max(num_answers, 1))
+  batch_shape = functools.partial(train.example_batch, config,
+                                  num_answers=num_answers)
   example = batch_shape(config.train.batch_size // config.optim.accum_steps)
 
   init_state = train.make_init_state(model, optimizer, example)

@@ -33,8 +33,8 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.patch_size={model.patch_size}; pick sizes that divide.")
   grid = data.image_size // model.patch_size
   real_2d_frequencies = (grid * grid) // 2 + 2
-  vision_atoms = model.get("vision_atoms") or model.num_atoms
   field = "vision_atoms" if model.get("vision_atoms") else "num_atoms"
+  vision_atoms = model[field]
   _require(model.num_atoms <= vision_atoms <= real_2d_frequencies,
            f"config.model.{field}={vision_atoms} must lie between num_atoms="
            f"{model.num_atoms} and the ~{real_2d_frequencies} distinct real frequencies "

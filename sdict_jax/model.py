@@ -240,7 +240,8 @@ class SDictVLM(nn.Module):
     fused, _ = self.fuse(
         jnp.concatenate([jnp.repeat(vision, per_image, 0), vision], 0),
         jnp.concatenate([questions, batch["refexp"]], 0), train)
-    prefix, prefix_mask = self.fuse(vision, questions[:, :0][:batch_size], train)
+    no_text = jnp.zeros((batch_size, 0), jnp.int32)
+    prefix, prefix_mask = self.fuse(vision, no_text, train)
     caption_len = batch["caption_in"].shape[1]
     answer_logits = self.answer_logits(fused[:batch_size * per_image])
     return {

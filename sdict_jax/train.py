@@ -87,6 +87,14 @@ def make_optimizer(optim, steps: int):
                   weight_decay=optim.weight_decay, mask=decay_mask)), schedule
 
 
+def example_batch(config, batch_size: int, num_answers: int) -> dict:
+  """A batch of zeros shaped like the training pipeline's (for init and tracing)."""
+  return model_lib.dummy_batch(
+      batch_size, config.data.image_size, config.data.max_text_len,
+      config.data.max_caption_len, max(num_answers, 1),
+      config.data.get("questions_per_image", 1))
+
+
 def make_init_state(model, optimizer, example):
   """rng → a fresh train state {'params', 'opt_state', 'step'}.
 
@@ -175,10 +183,8 @@ def main(argv):
   decode_model = build_model(config, bundle, decode=True)
   optimizer, schedule = make_optimizer(config.optim, config.train.steps)
   base_rng = jax.random.PRNGKey(config.seed)
-  example = model_lib.dummy_batch(
-      config.train.batch_size // config.optim.accum_steps, config.data.image_size,
-      config.data.max_text_len, config.data.max_caption_len,
-      max(len(bundle.answer_vocab), 1), config.data.get("questions_per_image", 1))
+  example = example_batch(config, config.train.batch_size // config.optim.accum_steps,
+                          len(bundle.answer_vocab))
 
   init_state = make_init_state(model, optimizer, example)
 
