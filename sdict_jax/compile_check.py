@@ -144,7 +144,7 @@ def main(argv):
         f"{compiled_at - lowered_at:.0f}s")
   print("memory per device:")
   for name, size in memory.items():
-    print(f"  {name:12s} {size / 1e9:9.3f} GB")
+    print(f"  {name:12s} {size / 1e9:9.3f} GB  ({size:,} bytes)")
 
 
 if __name__ == "__main__":
