@@ -15,8 +15,9 @@ Three implementations give the same numbers at different cost:
   dense  real GEMMs against B, closed-form (Dirichlet) Gram, one 2K×2K SPD
          inverse shared by the whole batch: O(N·K·d + K³), exact for any ω.
   fft    atoms on the DFT grid of the current length (ω = 2π m / N): the Gram is
-         diagonal and the operator is rfft → gather K bins → filter → scatter →
-         irfft: O(d · N log N). No gradient reaches ω (frozen grid atoms).
+         diagonal and the operator is rfft → multiply the K atoms' bins by their
+         filter and all others by 0 → irfft: O(d · N log N). No gradient reaches ω
+         (frozen grid atoms).
   pinv   the literal reference, jnp.linalg.pinv of the explicit dictionary.
 
 The same code serves 1-D sequences (grid = (N,)) and 2-D patch grids
@@ -366,14 +367,22 @@ def _canonical(bin_index, grid):
 
 
 def _fft_mix(x, omega, grid, weights, ridge):
-  """rfft → gather K bins → filter → scatter (Hermitian-consistent) → irfft."""
+  """rfft → multiply by the atoms' filter (zero off their bins) → irfft.
+
+  On the DFT grid the Gram is diagonal, so analysis, filter and synthesis are one
+  diagonal multiplier on the spectrum: each atom's bin gets its filtered gain and
+  every other bin 0. The multiplier is built from the parameters ([bins, d], the
+  same for the whole batch), so the batch's spectrum is multiplied, not gathered
+  and scattered back; only the coefficients reported in the Fit are gathered.
+  """
   n_total = math.prod(grid)
   rows, cols = (1, grid[0]) if len(grid) == 1 else grid
   half = cols // 2 + 1
   batch_shape, d = x.shape[:-2], x.shape[-1]
   x_grid = x.astype(jnp.float32).reshape(batch_shape + (rows, cols, d))
-  spectrum = jnp.fft.rfft2(x_grid, axes=(-3, -2)).reshape(
-      batch_shape + (rows * half, d))
+  # The token axes only: a 1-D grid's extra row axis would cost a length-1 FFT.
+  axes = (-2,) if len(grid) == 1 else (-3, -2)
+  spectrum = jnp.fft.rfftn(x_grid, axes=axes).reshape(batch_shape + (rows * half, d))
 
   bins = grid_bins(omega, grid)
   row_bin, col_bin = (jnp.zeros_like(bins[:, 0]), bins[:, 0]) if len(
@@ -389,6 +398,22 @@ def _fft_mix(x, omega, grid, weights, ridge):
   # (whose sine column is identically zero).
   norm = jnp.where(self_conjugate, 1.0, 0.5)[:, None]
 
+  # Least squares, filter W and synthesis of one atom map its bin's X to
+  # W·X / (2(g + ρ)), read through the conjugate bin when flipped.
+  gain = 1.0 if weights is None else weights[0] + 1j * weights[1]  # [K] or [K, d]
+  if jnp.ndim(gain) == 1:
+    gain = gain[:, None]
+  gain = jnp.broadcast_to(gain, (omega.shape[0], d)).astype(jnp.complex64)
+  gain = jnp.where(flipped[:, None], jnp.conj(gain), gain) / (2 * (norm + ridge))
+  multiplier = jnp.zeros((rows * half, d), jnp.complex64).at[stored].add(gain)
+  # Columns 0 and cols/2 are not mirrored by irfft: the atom's conjugate bin
+  # (X[−r] = conj X[r] there) gets the conjugate multiplier.
+  edge = ((col_bin == 0) | (2 * col_bin == cols))[:, None]
+  mirror = ((-row_bin) % rows) * half + col_bin
+  multiplier = multiplier.at[mirror].add(jnp.where(edge, jnp.conj(gain), 0))
+  y = jnp.fft.irfftn((spectrum * multiplier).reshape(batch_shape + (rows, half, d)),
+                     s=tuple(grid), axes=axes)
+
   gathered = spectrum[..., stored, :]
   gathered = jnp.where(flipped[:, None], jnp.conj(gathered), gathered)
   coefficient = gathered / (math.sqrt(n_total) * (norm + ridge))  # C = p − iq
@@ -399,18 +424,6 @@ def _fft_mix(x, omega, grid, weights, ridge):
                          jnp.sum(captured, (-2, -1)), 0.0)
   columns = jnp.where(self_conjugate, 1.0, 2.0)  # real columns per atom
   noise_gain = jnp.sum(columns * (norm[:, 0] / (norm[:, 0] + ridge))**2)
-  p, q = _apply_filter(jnp.real(coefficient), -jnp.imag(coefficient), weights)
-  value = (p - 1j * q) * (math.sqrt(n_total) / 2)
-  value = jnp.where(flipped[:, None], jnp.conj(value), value)
-
-  output = jnp.zeros(batch_shape + (rows * half, d), jnp.complex64)
-  output = output.at[..., stored, :].add(value)
-  # Columns 0 and cols/2 are not mirrored by irfft: write the conjugate bin too.
-  edge = ((col_bin == 0) | (2 * col_bin == cols))[:, None]
-  mirror = ((-row_bin) % rows) * half + col_bin
-  output = output.at[..., mirror, :].add(jnp.where(edge, jnp.conj(value), 0))
-  output = output.reshape(batch_shape + (rows, half, d))
-  y = jnp.fft.irfft2(output, s=(rows, cols), axes=(-3, -2))
   fit = Fit(coefficient, residual, noise_gain)
   return y.reshape(batch_shape + (n_total, d)).astype(x.dtype), fit
 
