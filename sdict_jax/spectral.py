@@ -400,17 +400,17 @@ def _fft_mix(x, omega, grid, weights, ridge):
 
   # Least squares, filter W and synthesis of one atom map its bin's X to
   # W·X / (2(g + ρ)), read through the conjugate bin when flipped.
-  gain = 1.0 if weights is None else weights[0] + 1j * weights[1]  # [K] or [K, d]
-  if jnp.ndim(gain) == 1:
-    gain = gain[:, None]
-  gain = jnp.broadcast_to(gain, (omega.shape[0], d)).astype(jnp.complex64)
-  gain = jnp.where(flipped[:, None], jnp.conj(gain), gain) / (2 * (norm + ridge))
-  multiplier = jnp.zeros((rows * half, d), jnp.complex64).at[stored].add(gain)
+  filt = 1.0 if weights is None else weights[0] + 1j * weights[1]  # [K] or [K, d]
+  if jnp.ndim(filt) == 1:
+    filt = filt[:, None]
+  filt = jnp.broadcast_to(filt, (omega.shape[0], d)).astype(jnp.complex64)
+  per_atom = jnp.where(flipped[:, None], jnp.conj(filt), filt) / (2 * (norm + ridge))
+  multiplier = jnp.zeros((rows * half, d), jnp.complex64).at[stored].add(per_atom)
   # Columns 0 and cols/2 are not mirrored by irfft: the atom's conjugate bin
   # (X[−r] = conj X[r] there) gets the conjugate multiplier.
   edge = ((col_bin == 0) | (2 * col_bin == cols))[:, None]
   mirror = ((-row_bin) % rows) * half + col_bin
-  multiplier = multiplier.at[mirror].add(jnp.where(edge, jnp.conj(gain), 0))
+  multiplier = multiplier.at[mirror].add(jnp.where(edge, jnp.conj(per_atom), 0))
   y = jnp.fft.irfftn((spectrum * multiplier).reshape(batch_shape + (rows, half, d)),
                      s=tuple(grid), axes=axes)
 
