@@ -65,10 +65,11 @@ def test_fft_matches_dense_with_gradients_for_every_filter(filters, grid):
   # The fft path turns the filters into one multiplier on the spectrum; its
   # gradients reach x and every filter parameter as the dense path's do.
   if len(grid) == 1:
-    bins = np.array([[b] for b in GRID_BINS_1D if b != 31])  # edges, -5, 40 > 32
+    bins = np.array(GRID_BINS_1D)[:, None]  # with both edges, -5 and 40 > N/2
   else:
     bins = np.array([[0, 1], [1, 2], [3, 0], [5, 4], [0, 4], [3, 7], [0, 0]])
   omega = 2 * jnp.pi * jnp.asarray(bins / np.array(grid), jnp.float32)
+  assert spectral.is_on_grid(omega, grid)
   params = _filter_params(3, len(bins), 5)
   chosen = {"none": {}, "per_atom": {k: params[k] for k in ("amp", "phase")},
             "all": params}[filters]
