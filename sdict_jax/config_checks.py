@@ -33,7 +33,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.patch_size={model.patch_size}; pick sizes that divide.")
   grid = data.image_size // model.patch_size
   real_2d_frequencies = (grid * grid) // 2 + 2
-  field = "vision_atoms" if model.get("vision_atoms") else "num_atoms"
+  # None (unset) means num_atoms, as in the model; any other value, 0 included, is
+  # the vision layers' own K and is checked.
+  field = "vision_atoms" if model.get("vision_atoms") is not None else "num_atoms"
   vision_atoms = model[field]
   _require(model.num_atoms <= vision_atoms <= real_2d_frequencies,
            f"config.model.{field}={vision_atoms} must lie between num_atoms="
