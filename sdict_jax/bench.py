@@ -3,6 +3,7 @@ r"""Speed and memory of SDict against softmax attention and FNet, on this machin
   python -m sdict_jax.bench mixers   # the token mixers alone, fwd+bwd, N = 256 … 32,768
   python -m sdict_jax.bench model    # whole-model training steps at equal parameters
   python -m sdict_jax.bench decode   # per-token latency of streaming decoding
+  python -m sdict_jax.bench vision   # what the vision encoder learns in 300 steps
 
 Each suite prints markdown tables and its targets (met / missed, with the
 ratio), and writes docs/bench_<suite>.json and docs/bench_<suite>_*.png (log-log
@@ -26,13 +27,15 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from sdict_jax import bench_lib
 from sdict_jax import mixers
 from sdict_jax import model as model_lib
 from sdict_jax import train
+from sdict_jax import vision_probe
 
-SUITES = ("mixers", "model", "decode")
+SUITES = ("mixers", "model", "decode", "vision")
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "docs", "Where JSON and PNG files go.")
 _SIZES = flags.DEFINE_list("sizes", [str(2**i) for i in range(8, 16)],
@@ -60,6 +63,12 @@ _POSITIONS = flags.DEFINE_list("positions", ["64", "128", "256", "512", "1024",
                                "decode: positions (tokens already in the sequence).")
 _DECODE_STEPS = flags.DEFINE_integer("decode_steps", 16, "decode: tokens per timed "
                                      "call (a jitted scan, as in decoding.greedy).")
+_TASKS = flags.DEFINE_list("tasks", list(vision_probe.TASKS), "vision: probes.")
+_VARIANTS = flags.DEFINE_list("variants", ["sdict", "sdict (paper)", "attention",
+                                           "fnet"], "vision: mixers to compare.")
+_PROBE_STEPS = flags.DEFINE_integer("probe_steps", 300, "vision: training steps.")
+_PROBE_BATCH = flags.DEFINE_integer("probe_batch", 64, "vision: batch size.")
+_PROBE_LR = flags.DEFINE_float("probe_lr", 3e-3, "vision: peak learning rate.")
 
 
 # ---------------------------------------------------------------------------
@@ -293,12 +302,113 @@ def report_decode(rows, out_dir):
 
 
 # ---------------------------------------------------------------------------
+# vision: one-minute probes of what the vision encoder learns (vision_probe).
+# ---------------------------------------------------------------------------
+
+# name → (mixer, optimizer overrides). "sdict (paper)" steps its filters at the
+# plain learning rate, as the paper's AdamW does.
+VISION_VARIANTS = {"sdict": ("sdict", {}),
+                   "sdict (paper)": ("sdict", {"filter_lr_mult": 1.0}),
+                   "attention": ("attention", {}), "fnet": ("fnet", {})}
+
+
+def run_vision(tasks, *, variants, base_config, steps, batch, lr, warmup_steps,
+               eval_every, eval_examples):
+  config = bench_lib.load_config(base_config)
+  image_size = config.data.image_size
+  sdict_params = vision_probe.vision_parameter_count(
+      vision_probe.build_vlm(config.model, image_size), image_size)
+  rows = []
+  for task in tasks:
+    data = (*vision_probe.probe_data(task, steps * batch, seed=0,
+                                     image_size=image_size),
+            *vision_probe.probe_data(task, eval_examples, seed=1,
+                                     image_size=image_size))
+    for name in variants:
+      if name not in VISION_VARIANTS:
+        raise ValueError(f"Unknown vision variant {name!r}; choose from "
+                         f"{sorted(VISION_VARIANTS)}.")
+      mixer, optim_changes = VISION_VARIANTS[name]
+      model_config = ml_collections.ConfigDict(config.model.to_dict())
+      model_config.mixer = mixer
+      if mixer != "sdict":  # equal parameters: the vision encoder's count
+        model_config.width = vision_probe.equal_vision_width(model_config, sdict_params,
+                                                             image_size)
+      optim = ml_collections.ConfigDict(config.optim.to_dict())
+      optim.update(lr=lr, warmup_steps=warmup_steps, accum_steps=1, **optim_changes)
+      result = vision_probe.run_probe(task, model_config, optim, steps=steps,
+                                      batch_size=batch, eval_every=eval_every,
+                                      eval_examples=eval_examples,
+                                      image_size=image_size, data=data)
+      rows.append(dict(result, variant=name, **_time_to(result["curve"], 0.5)))
+      print(f"{task} {name}: " + " ".join(f"{p['accuracy']:.2f}"
+                                          for p in result["curve"]), flush=True)
+  return rows
+
+
+def _time_to(curve, accuracy):
+  first = next((p for p in curve if p["accuracy"] >= accuracy), None)
+  return {"steps_to_half": first and first["step"],
+          "seconds_to_half": first and first["seconds"]}
+
+
+def vision_targets(rows):
+  at = {(r["task"], r["variant"]): r for r in rows}
+  targets = []
+  for task in dict.fromkeys(r["task"] for r in rows):
+    final = lambda name: at.get((task, name), {}).get("curve", [{}])[-1].get("accuracy")
+    targets.append(bench_lib.target(
+        f"{task}: SDict's final accuracy ≥ attention's (equal parameters)",
+        final("sdict"), final("attention"), 1.0, at_most=False))
+    steps = lambda name: at.get((task, name), {}).get("steps_to_half")
+    targets.append(bench_lib.target(
+        f"{task}: SDict reaches 0.5 in ≤ attention's steps",
+        steps("sdict"), steps("attention"), 1.0, at_most=True))
+  return targets
+
+
+def report_vision(rows, out_dir):
+  tables, panels, xlabels = {}, {}, {}
+  for task in dict.fromkeys(r["task"] for r in rows):
+    task_rows = [r for r in rows if r["task"] == task]
+    marks = [p["step"] for p in task_rows[0]["curve"]]
+    marks = [m for m in marks if m % 100 == 0] or marks
+    columns = ([("variant", "mixer"), ("width", "width"),
+                ("vision_params", "vision params")] +
+               [(f"at_{m}", f"step {m}") for m in marks] +
+               [("steps_to_half", "steps to 0.5"),
+                ("seconds_to_half", "seconds to 0.5"), ("seconds", "seconds")])
+    table = []
+    for r in task_rows:
+      accuracy = {p["step"]: p["accuracy"] for p in r["curve"]}
+      table.append(dict(r, seconds=r["curve"][-1]["seconds"],
+                        **{f"at_{m}": accuracy[m] for m in marks}))
+    number = lambda fmt: lambda v: "–" if v is None else fmt.format(v)
+    formats = {f"at_{m}": number("{:.2f}") for m in marks}
+    formats.update(vision_params=number("{:,}"), seconds_to_half=number("{:.0f}"),
+                   seconds=number("{:.0f}"), steps_to_half=number("{}"))
+    tables[f"{task}: held-out accuracy"] = bench_lib.markdown_table(table, columns,
+                                                                   formats)
+    for axis, key in (("step", "step"), ("seconds", "seconds")):
+      panel = f"{task} / {axis}"
+      xlabels[panel] = ("training step" if axis == "step"
+                        else "training seconds (compilation included)")
+      panels[panel] = {r["variant"]: [(p[key], p["accuracy"]) for p in r["curve"]]
+                       for r in task_rows}
+  bench_lib.curves_plot(os.path.join(out_dir, "bench_vision_curves.png"), panels,
+                        xlabels=xlabels, ylabel="held-out accuracy (chance 0.2)",
+                        title="Vision encoder probes, equal parameters")
+  return tables
+
+
+# ---------------------------------------------------------------------------
 # Entry point.
 # ---------------------------------------------------------------------------
 
 _SUITE_FUNCTIONS = {"mixers": (run_mixers, mixer_targets, report_mixers),
                     "model": (run_model, model_targets, report_model),
-                    "decode": (run_decode, decode_targets, report_decode)}
+                    "decode": (run_decode, decode_targets, report_decode),
+                    "vision": (run_vision, vision_targets, report_vision)}
 
 
 def run_suite(suite: str, out_dir: str, **settings) -> dict:
@@ -329,6 +439,11 @@ def settings_from_flags(suite: str) -> dict:
                 model_mixers=list(_MODEL_MIXERS.value), base_config=_BASE_CONFIG.value,
                 width=_WIDTH.value, batch=_BATCH.value, budget_gb=_BUDGET_GB.value,
                 max_seconds=_MAX_SECONDS.value, repeats=_REPEATS.value)
+  if suite == "vision":
+    return dict(tasks=list(_TASKS.value), variants=list(_VARIANTS.value),
+                base_config=_BASE_CONFIG.value, steps=_PROBE_STEPS.value,
+                batch=_PROBE_BATCH.value, lr=_PROBE_LR.value, warmup_steps=30,
+                eval_every=50, eval_examples=512)
   return dict(common, positions=[int(p) for p in _POSITIONS.value],
               base_config=_BASE_CONFIG.value, width=_WIDTH.value, heads=_HEADS.value,
               steps=_DECODE_STEPS.value, repeats=_REPEATS.value)

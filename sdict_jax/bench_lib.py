@@ -173,13 +173,18 @@ def forward_backward(mixer):
       argnums=tuple(range(1 + len(params))))(x, *params)
 
 
+def load_config(path: str):
+  """get_config() of an experiment config file."""
+  spec = importlib.util.spec_from_file_location("bench_base_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def model_config(mixer, *, base_config, image_size, width, atoms, batch, dtype,
                  max_caption_len=None):
   """The base experiment config with this mixer, size and resolution."""
-  spec = importlib.util.spec_from_file_location("bench_base_config", base_config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = load_config(base_config)
   grid = image_size // config.model.patch_size
   # An n×n grid has only ~n²/2 distinct real 2-D frequencies for the vision atoms.
   while atoms > 1 and atoms > grid * grid // 2:
@@ -375,6 +380,29 @@ def loglog_plot(path: str, series: dict[str, list[tuple[float, float]]], *,
   axes.set_xscale("log", base=2)
   axes.grid(True, which="both", alpha=0.3)
   axes.legend(fontsize=8)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  figure.savefig(path)
+  plt.close(figure)
+
+
+def curves_plot(path: str, panels: dict[str, dict[str, list[tuple[float, float]]]], *,
+                xlabels: dict[str, str], ylabel: str, title: str):
+  """Learning curves on linear axes: one panel per key, one line per series."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  columns = min(len(panels), 2)
+  rows = -(-len(panels) // columns)
+  figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows),
+                              dpi=110, squeeze=False)
+  for ax, (name, series) in zip(axes.flat, panels.items()):
+    for label, points in series.items():
+      ax.plot(*zip(*points), marker=".", label=label)
+    ax.set(xlabel=xlabels[name], ylabel=ylabel, title=name)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+  figure.suptitle(title)
   figure.tight_layout()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure.savefig(path)

@@ -318,13 +318,17 @@ def dummy_batch(batch_size: int, image_size: int, text_len: int, caption_len: in
 
 
 def equal_parameter_width(build, target_params: int, image_size: int,
-                          multiple: int = 8) -> int:
+                          multiple: int = 8, count=None) -> int:
   """The width (a multiple of `multiple`) whose model is closest to target_params.
 
   `build(width)` returns a model; counts use jax.eval_shape (no allocation). Used
   so that baselines are compared with SDict-VLM at equal parameter count.
+  `count(width)`, when given, replaces the whole model's count (e.g. the vision
+  encoder's alone).
   """
   def params_at(width):
+    if count is not None:
+      return count(width)
     return count_parameters(build(width), image_size)
 
   low, high = multiple, multiple

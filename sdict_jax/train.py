@@ -71,20 +71,50 @@ def _with(model_config, **changes):
   return changed
 
 
+# The SDict filter's per-atom, per-channel parameters (SDictMixer's `gain` and
+# `phase_bias`, [K, d]); see make_optimizer.
+FILTER_PARAMS = ("gain", "phase_bias")
+# Parameters that are not weights to shrink: atoms, filters, norms, biases.
+_NO_DECAY = FILTER_PARAMS + ("omega", "vision_omega", "amp", "phase", "decay",
+                             "skip", "scale", "bias")
+
+
 def make_optimizer(optim, steps: int):
   """AdamW, linear warm-up then cosine decay, global-norm clipping.
 
-  Weight decay applies to matrices only: not to atoms, gains, norms or biases.
+  Weight decay applies to weight matrices only: not to atoms, filters, norms or
+  biases. `optim.filter_lr_mult` multiplies the step of the SDict filters
+  (FILTER_PARAMS): Adam moves every parameter by about the learning rate, but a
+  filter entry reaches its output through one atom of one channel, where a Dense
+  weight's output sums d such steps; at the same learning rate the filters
+  (and so all token mixing) learn tens of times slower than everything around
+  them (README, "Why SDict vision learned late"). 1 is the paper's plain AdamW.
   """
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, optim.lr, warmup_steps=min(optim.warmup_steps, steps // 2),
       decay_steps=steps,
       end_value=optim.lr * 0.01)
-  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  def leaf_name(path):
+    return getattr(path[-1], "key", str(path[-1]))
+  decay_mask = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: p.ndim >= 2 and leaf_name(path) not in _NO_DECAY, params)
+  filter_mult = optim.get("filter_lr_mult", 1.0)
+  step_scale = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, p: filter_mult if leaf_name(path) in FILTER_PARAMS else 1.0,
+      params)
   return optax.chain(
       optax.clip_by_global_norm(optim.clip_norm),
       optax.adamw(schedule, b1=optim.b1, b2=optim.b2,
-                  weight_decay=optim.weight_decay, mask=decay_mask)), schedule
+                  weight_decay=optim.weight_decay, mask=decay_mask),
+      _scale_by_tree(step_scale)), schedule
+
+
+def _scale_by_tree(scales_fn):
+  """Multiplies each update by the matching leaf of scales_fn(params)."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * s, updates, scales_fn(updates)), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def example_batch(config, batch_size: int, num_answers: int) -> dict:

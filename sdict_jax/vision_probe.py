@@ -1,0 +1,171 @@
+"""One-minute probes of what the vision encoder sees (`python -m sdict_jax.bench vision`).
+
+A probe trains the model's own vision encoder (`SDictVLM.encode_image`), mean-pooled
+and read out by one linear layer, on one visual question about a shapes image, and
+records held-out accuracy as it learns:
+
+  lone_shape   one object (random shape, colour, size, position): name its shape.
+               Shape needs the relation of neighbouring patches (a small object
+               spans 2×2 patches, a large one 3×3): no token mixing, no shape.
+  left_shape   two objects of different shapes side by side: name the shape of the
+               left one. Needs shape and where it is relative to the other object.
+
+Both have five classes (chance 0.2). Training uses the project's optimizer
+(`train.make_optimizer`), so a change to how parameters are stepped shows here
+exactly as it would in training. Images are generated once per probe from fixed
+seeds, fresh for every training step (no example repeats) and a separate held-out
+set, so every mixer sees the same data in the same order.
+"""
+
+import time
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from sdict_jax import model as model_lib
+from sdict_jax import train
+from sdict_jax.data import shapes
+
+TASKS = ("lone_shape", "left_shape")
+NUM_CLASSES = len(shapes.SHAPES)
+# Parameters of the whole SDictVLM that the vision encoder uses.
+VISION_PARAMS = ("patch_projection", "vision_position", "vision_omega", "vision_norm")
+
+
+def _random_object(rng, shape, size=None):
+  size = size or shapes._pick(rng, tuple(shapes.SIZES))  # pylint: disable=protected-access
+  colour = shapes._pick(rng, tuple(shapes.COLOURS))  # pylint: disable=protected-access
+  return shape, colour, size
+
+
+def probe_example(task: str, rng: np.random.Generator,
+                  image_size: int) -> tuple[np.ndarray, int]:
+  """One (uint8 image [S, S, 3], label in [0, 5)) of the task."""
+  if task == "lone_shape":
+    label = int(rng.integers(NUM_CLASSES))
+    specs = [_random_object(rng, shapes.SHAPES[label])]
+  elif task == "left_shape":
+    left, right = rng.choice(NUM_CLASSES, size=2, replace=False)
+    label = int(left)
+    specs = [_random_object(rng, shapes.SHAPES[left]),
+             _random_object(rng, shapes.SHAPES[right])]
+  else:
+    raise ValueError(f"Unknown vision probe {task!r}; choose one of {TASKS}.")
+  while True:  # placement: reject layouts where the two are not side by side
+    centres = shapes._place([s for _, _, s in specs], rng)  # pylint: disable=protected-access
+    objects = [shapes.ShapeObject(shape, colour, size, float(cy), float(cx))
+               for (shape, colour, size), (cy, cx) in zip(specs, centres)]
+    if len(objects) == 1 or "left" in shapes.relations(objects[0], objects[1]):
+      break
+  return shapes.render(objects, rng, image_size), label
+
+
+def probe_data(task: str, count: int, *, seed: int,
+               image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """`count` examples: uint8 images [count, S, S, 3] and int32 labels [count]."""
+  rng = np.random.default_rng([seed, TASKS.index(task)])
+  pairs = [probe_example(task, rng, image_size) for _ in range(count)]
+  return (np.stack([image for image, _ in pairs]),
+          np.asarray([label for _, label in pairs], np.int32))
+
+
+class VisionProbe(nn.Module):
+  """The VLM's vision encoder → mean over patches → linear classifier."""
+  vlm: model_lib.SDictVLM
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    tokens = self.vlm.encode_image(images, train=train)
+    return nn.Dense(NUM_CLASSES, name="readout")(tokens.mean(axis=1))
+
+
+def vision_parameter_count(vlm: model_lib.SDictVLM, image_size: int) -> int:
+  """Parameters the vision encoder uses (jax.eval_shape: nothing is allocated)."""
+  images = jnp.zeros((1, image_size, image_size, 3))
+  shapes_tree = jax.eval_shape(
+      lambda: vlm.init(jax.random.PRNGKey(0), images,
+                       method=model_lib.SDictVLM.encode_image))["params"]
+  return sum(int(np.prod(leaf.shape)) for name, subtree in shapes_tree.items()
+             if name.startswith("vision_") or name in VISION_PARAMS
+             for leaf in jax.tree.leaves(subtree))
+
+
+def build_vlm(model_config: ml_collections.ConfigDict, image_size: int):
+  # Only the vision encoder runs: the vocabularies' sizes do not matter.
+  return model_lib.from_config(model_config, vocab_size=8, num_answers=1,
+                               image_size=image_size, max_caption_len=8)
+
+
+def equal_vision_width(model_config, target: int, image_size: int) -> int:
+  """The width at which this mixer's vision encoder has `target` parameters."""
+  def count(width):
+    changed = ml_collections.ConfigDict(model_config.to_dict())
+    changed.width = width
+    return vision_parameter_count(build_vlm(changed, image_size), image_size)
+  return model_lib.equal_parameter_width(
+      None, target, image_size, multiple=2 * model_config.num_heads, count=count)
+
+
+def run_probe(task: str, model_config: ml_collections.ConfigDict,
+              optim_config: ml_collections.ConfigDict, *, steps: int, batch_size: int,
+              eval_every: int, eval_examples: int, image_size: int, seed: int = 0,
+              data: Optional[tuple] = None) -> dict:
+  """Trains one probe; returns its learning curve and cost.
+
+  data: (train images, train labels, eval images, eval labels), to share one
+  draw between mixers; generated from `seed` when None.
+  """
+  if data is None:
+    data = (*probe_data(task, steps * batch_size, seed=seed, image_size=image_size),
+            *probe_data(task, eval_examples, seed=seed + 1, image_size=image_size))
+  train_images, train_labels, eval_images, eval_labels = data
+  model = VisionProbe(build_vlm(model_config, image_size))
+  optimizer, _ = train.make_optimizer(optim_config, steps)
+  to_float = lambda images: jnp.asarray(images, jnp.float32) / 255.0
+  params = model.init(jax.random.PRNGKey(seed), to_float(eval_images[:1]))["params"]
+  opt_state = optimizer.init(params)
+
+  def loss_fn(params, images, labels):
+    logits = model.apply({"params": params}, images, train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  @jax.jit
+  def step_fn(params, opt_state, images, labels):
+    loss, grads = jax.value_and_grad(loss_fn)(params, images, labels)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  @jax.jit
+  def correct(params, images, labels):
+    logits = model.apply({"params": params}, images)
+    return jnp.sum(jnp.argmax(logits, -1) == labels)
+
+  def accuracy(params):
+    hits = sum(int(correct(params, to_float(eval_images[i:i + 256]),
+                           eval_labels[i:i + 256]))
+               for i in range(0, len(eval_labels), 256))
+    return hits / len(eval_labels)
+
+  curve, train_seconds, losses = [], 0.0, []
+  start = time.perf_counter()
+  for step in range(1, steps + 1):
+    rows = slice((step - 1) * batch_size, step * batch_size)
+    params, opt_state, loss = step_fn(params, opt_state, to_float(train_images[rows]),
+                                      train_labels[rows])
+    losses.append(loss)
+    if step % eval_every == 0 or step == steps:
+      jax.block_until_ready(params)
+      train_seconds += time.perf_counter() - start
+      curve.append({"step": step, "accuracy": accuracy(params),
+                    "train_loss": float(np.mean(jax.device_get(losses))),
+                    "seconds": train_seconds})
+      losses = []
+      start = time.perf_counter()
+  return {"task": task, "curve": curve,
+          "vision_params": vision_parameter_count(model.vlm, image_size),
+          "width": model_config.width}
