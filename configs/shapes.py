@@ -56,6 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
       sdict_method="dense",  # "dense" | "fft" (fft: frozen on-grid atoms)
       tie_vision_atoms=False,
       vision_position=True,  # learned 2-D position code
+      # SDict only: each fusion filter gated by the question, A ⊙ 2σ(a(q) + b(q))
+      # (paper §8.3); the baselines' own mixing carries the question.
+      question_gate=False,
       max_text_len=64,  # upper bound for learned 1-D positions (attention/fnet)
   )
 

@@ -50,7 +50,10 @@ class SDictMixer(nn.Module):
   recon_noise: float = 0.1
 
   @nn.compact
-  def __call__(self, x, mask=None, *, grid=None, omega=None, train=False):
+  def __call__(self, x, mask=None, *, grid=None, omega=None, filter_gate=None,
+               train=False):
+    """filter_gate: optional [B, K, d] multiplier of each example's gain (the
+    question-conditioned filter A ⊙ σ(W q) of SDictVLM.fuse)."""
     if omega is None:
       omega = self.param("omega", _constant_init(self.omega_init))
     if self.method == "fft":
@@ -68,14 +71,21 @@ class SDictMixer(nn.Module):
     # Per sequence and channel: each device mixes its own block of batch and
     # channels, nothing crosses devices (the residual's partial sums are added).
     per_sequence = P("batch") if mask is not None else P()
+    if filter_gate is not None and method == "fft":
+      raise ValueError("A per-example filter gate needs model.sdict_method='dense'.")
+
+    def mix_local(x, gain, phase_bias, omega, amp, phase, mask, gate):
+      gain = gain if gate is None else gain * gate  # [K, d] or [B, K, d]
+      return mix(x, omega, ridge=self.ridge, mask=mask, method=method,
+                 return_fit=True, gain=gain, phase_bias=phase_bias, amp=amp,
+                 phase=phase)
+
     y, fit = sharding.local_map(
-        lambda x, gain, phase_bias, omega, amp, phase, mask: mix(
-            x, omega, ridge=self.ridge, mask=mask, method=method, return_fit=True,
-            gain=gain, phase_bias=phase_bias, amp=amp, phase=phase),
+        mix_local,
         (x, filters["gain"], filters["phase_bias"], omega, filters["amp"],
-         filters["phase"], mask),
+         filters["phase"], mask, filter_gate),
         (sharding.ACTIVATIONS, P(None, "channels"), P(None, "channels"), P(), P(),
-         P(), P("batch", None)),
+         P(), P("batch", None), sharding.ACTIVATIONS),
         (sharding.ACTIVATIONS, spectral.Fit(
             sharding.ACTIVATIONS, sharding.SummedOverChannels(P("batch")),
             per_sequence)))

@@ -44,6 +44,24 @@ class Block(nn.Module):
     return sharding.constrain_batch(x + h)
 
 
+class QuestionGate(nn.Module):
+  """A_k(q) = A_k ⊙ 2σ(a_k(q) + b_c(q)): per atom k and channel c, from q [B, d].
+
+  The paper's context gate (§8.3), factorised over atoms and channels so that it
+  costs (K + d)·d parameters, not K·d². Zero-initialised: 1 at the start, where
+  the model is the paper's plain concatenation.
+  """
+  num_atoms: int
+
+  @nn.compact
+  def __call__(self, question):
+    dense = functools.partial(nn.Dense, kernel_init=nn.initializers.zeros,
+                              dtype=jnp.float32)
+    per_atom = dense(self.num_atoms, name="atoms")(question)  # [B, K]
+    per_channel = dense(question.shape[-1], name="channels")(question)  # [B, d]
+    return 2 * jax.nn.sigmoid(per_atom[:, :, None] + per_channel[:, None, :])
+
+
 def patchify(images: Array, patch_size: int) -> tuple[Array, tuple[int, int]]:
   """[B, H, W, C] → [B, (H/p)·(W/p), p·p·C] by reshape (row-major patch grid)."""
   b, h, w, c = images.shape
@@ -76,6 +94,8 @@ class SDictVLM(nn.Module):
   sdict_method: str = "dense"
   tie_vision_atoms: bool = False
   vision_position: bool = True
+  # SDict fusion: each example's filters gated by its question (paper §8.3).
+  question_gate: bool = False
   max_text_len: int = 64
   max_caption_len: int = 64
   recon_noise: float = 0.1
@@ -120,6 +140,9 @@ class SDictVLM(nn.Module):
     fusion_omega = atom_init.fusion_frequencies(k, k, self.pretrain_grid)
     self.fusion_blocks = [block(bidirectional(fusion_omega), name=f"fusion_{i}")
                           for i in range(self.fusion_layers)]
+    if self.question_gate and self.mixer == "sdict":
+      self.question_gates = [QuestionGate(len(fusion_omega), name=f"question_gate_{i}")
+                             for i in range(self.fusion_layers)]
     causal = mixers.causal(self.mixer, num_atoms=k, num_heads=self.num_heads,
                            decode=self.decode)
     self.decoder_blocks = [block(causal, name=f"decoder_{i}")
@@ -175,8 +198,15 @@ class SDictVLM(nn.Module):
     # Without text every position is valid: the unmasked operator is the same
     # function, with one Gram factorisation shared by the whole batch.
     block_mask = mask if tokens.shape[1] else None
-    for block in self.fusion_blocks:
-      x = block(x, block_mask, train=train)
+    gates = [{}] * len(self.fusion_blocks)
+    if tokens.shape[1] and self.question_gate and self.mixer == "sdict":
+      # The question as one vector (mean of its valid tokens) sets every fusion
+      # filter, so what it asks for reaches each image token directly.
+      question = jnp.sum(text * text_mask[..., None], 1) / jnp.maximum(
+          text_mask.sum(1, keepdims=True), 1.0)
+      gates = [{"filter_gate": gate(question)} for gate in self.question_gates]
+    for block, gate in zip(self.fusion_blocks, gates):
+      x = block(x, block_mask, train=train, **gate)
     return self.fusion_norm(x), mask
 
   # -- heads ------------------------------------------------------------------
@@ -286,6 +316,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       ridge=model_config.ridge, sdict_method=model_config.sdict_method,
       tie_vision_atoms=model_config.tie_vision_atoms,
       vision_position=model_config.vision_position,
+      question_gate=model_config.get("question_gate", False),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
       recon_noise=model_config.get("recon_noise", 0.1),
