@@ -306,14 +306,29 @@ def report_decode(rows, out_dir):
 # ---------------------------------------------------------------------------
 
 # name → (mixer, optimizer overrides). "sdict (paper)" steps its filters at the
-# plain learning rate, as the paper's AdamW does.
+# plain learning rate, as the paper's AdamW does; "sdict*M" at M × the rate.
 VISION_VARIANTS = {"sdict": ("sdict", {}),
                    "sdict (paper)": ("sdict", {"filter_lr_mult": 1.0}),
                    "attention": ("attention", {}), "fnet": ("fnet", {})}
 
 
+def vision_variant(name: str) -> tuple[str, dict]:
+  if name in VISION_VARIANTS:
+    return VISION_VARIANTS[name]
+  mixer, _, mult = name.partition("*")
+  try:
+    if mixer == "sdict" and mult:
+      return "sdict", {"filter_lr_mult": float(mult)}
+  except ValueError:
+    pass
+  raise ValueError(f"Unknown vision variant {name!r}; choose from "
+                   f"{sorted(VISION_VARIANTS)} or sdict*<filter_lr_mult>, e.g. sdict*30.")
+
+
 def run_vision(tasks, *, variants, base_config, steps, batch, lr, warmup_steps,
                eval_every, eval_examples):
+  for name in variants:
+    vision_variant(name)  # a bad name fails before anything trains
   config = bench_lib.load_config(base_config)
   image_size = config.data.image_size
   sdict_params = vision_probe.vision_parameter_count(
@@ -325,10 +340,7 @@ def run_vision(tasks, *, variants, base_config, steps, batch, lr, warmup_steps,
             *vision_probe.probe_data(task, eval_examples, seed=1,
                                      image_size=image_size))
     for name in variants:
-      if name not in VISION_VARIANTS:
-        raise ValueError(f"Unknown vision variant {name!r}; choose from "
-                         f"{sorted(VISION_VARIANTS)}.")
-      mixer, optim_changes = VISION_VARIANTS[name]
+      mixer, optim_changes = vision_variant(name)
       model_config = ml_collections.ConfigDict(config.model.to_dict())
       model_config.mixer = mixer
       if mixer != "sdict":  # equal parameters: the vision encoder's count
@@ -377,16 +389,21 @@ def report_vision(rows, out_dir):
                 ("vision_params", "vision params")] +
                [(f"at_{m}", f"step {m}") for m in marks] +
                [("steps_to_half", "steps to 0.5"),
-                ("seconds_to_half", "seconds to 0.5"), ("seconds", "seconds")])
+                ("seconds_to_half", "seconds to 0.5"), ("seconds", "seconds"),
+                ("filter_change", f"filters moved, step {marks[0]}"),
+                ("kernel_change", f"kernels moved, step {marks[0]}")])
     table = []
     for r in task_rows:
-      accuracy = {p["step"]: p["accuracy"] for p in r["curve"]}
+      at = {p["step"]: p for p in r["curve"]}
       table.append(dict(r, seconds=r["curve"][-1]["seconds"],
-                        **{f"at_{m}": accuracy[m] for m in marks}))
+                        filter_change=at[marks[0]]["filter_change"],
+                        kernel_change=at[marks[0]]["kernel_change"],
+                        **{f"at_{m}": at[m]["accuracy"] for m in marks}))
     number = lambda fmt: lambda v: "–" if v is None else fmt.format(v)
     formats = {f"at_{m}": number("{:.2f}") for m in marks}
     formats.update(vision_params=number("{:,}"), seconds_to_half=number("{:.0f}"),
-                   seconds=number("{:.0f}"), steps_to_half=number("{}"))
+                   seconds=number("{:.0f}"), steps_to_half=number("{}"),
+                   filter_change=number("{:.1%}"), kernel_change=number("{:.1%}"))
     tables[f"{task}: held-out accuracy"] = bench_lib.markdown_table(table, columns,
                                                                    formats)
     for axis, key in (("step", "step"), ("seconds", "seconds")):

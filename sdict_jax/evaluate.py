@@ -1,7 +1,8 @@
 r"""Scores a trained run on a split: VQA, captions (all COCO metrics) and boxes.
 
   python -m sdict_jax.evaluate --workdir runs/shapes [--split test] \
-      [--decode beam --beam_width 4 --length_penalty 0.6] [--num_examples -1]
+      [--decode beam --beam_width 4 --length_penalty 0.6] [--num_examples -1] \
+      [--showcase docs/shapes_examples.png]
 
 Restores the newest checkpoint of --workdir with the config the run saved in
 <workdir>/config.json (or --config configs/<x>.py; `--config.x=y` overrides
@@ -29,6 +30,7 @@ from sdict_jax import evaluators
 from sdict_jax import metrics
 from sdict_jax import restore
 from sdict_jax import sharding
+from sdict_jax import showcase as showcase_lib
 from sdict_jax.data import sources
 
 restore.define_flags()
@@ -41,10 +43,14 @@ _SCORERS = flags.DEFINE_list("scorers", list(metrics.CAPTION_SCORERS),
                              "Caption metrics to compute.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None,
                                   "Where the files go; default <workdir>/eval_<split>.")
+_SHOWCASE = flags.DEFINE_string("showcase", None, "Also draw the first examples "
+                                "with their captions and answers into this PNG.")
+_SHOWCASE_COUNT = 6
 
 
 def evaluate(workdir, config, *, split, num_examples=None, decode_options=None,
-             seed=0, scorers=metrics.CAPTION_SCORERS, output_dir=None) -> dict:
+             seed=0, scorers=metrics.CAPTION_SCORERS, output_dir=None,
+             showcase=None) -> dict:
   """Scores the newest checkpoint of `workdir`; writes and returns the report."""
   decode_options = decode_options or decoding.DecodeOptions()
   config = config.copy_and_resolve_references()
@@ -71,6 +77,10 @@ def evaluate(workdir, config, *, split, num_examples=None, decode_options=None,
     with open(os.path.join(output_dir, "predictions.jsonl"), "w") as f:
       for result in results:
         f.write(json.dumps(result, default=_as_python) + "\n")
+    if showcase:
+      shown = results[:_SHOWCASE_COUNT]
+      showcase_lib.draw(showcase, [bundle.source[r["index"]]["image"] for r in shown],
+                        shown)
   return report
 
 
@@ -88,7 +98,7 @@ def main(argv):
                       num_examples=_NUM_EXAMPLES.value,
                       decode_options=restore.decode_options_from_flags(),
                       seed=flags.FLAGS.seed, scorers=_SCORERS.value,
-                      output_dir=_OUTPUT_DIR.value)
+                      output_dir=_OUTPUT_DIR.value, showcase=_SHOWCASE.value)
   except (restore.RestoreError, ValueError) as error:
     sys.exit(f"ERROR: {error}")
   print(f"step {report['step']}, {report['split']} split, {report['num_examples']} "

@@ -74,6 +74,25 @@ def probe_data(task: str, count: int, *, seed: int,
           np.asarray([label for _, label in pairs], np.int32))
 
 
+_FILTERS = ("gain", "phase_bias")
+
+
+def relative_change(initial, params, names) -> Optional[float]:
+  """‖θ − θ₀‖ / ‖θ₀‖ over the vision blocks' leaves called one of `names`.
+
+  How far training has moved the filters, or the Dense kernels, from where they
+  started: the measurement behind the filters' step size (README).
+  """
+  moved, start = 0.0, 0.0
+  flat_initial = jax.tree_util.tree_flatten_with_path(initial)[0]
+  for (path, before), after in zip(flat_initial, jax.tree.leaves(params)):
+    keys = [getattr(k, "key", "") for k in path]
+    if keys[-1] in names and any(str(k).startswith("vision_") for k in keys):
+      moved += float(jnp.sum((after - before)**2))
+      start += float(jnp.sum(before**2))
+  return float(np.sqrt(moved / start)) if start else None
+
+
 class VisionProbe(nn.Module):
   """The VLM's vision encoder → mean over patches → linear classifier."""
   vlm: model_lib.SDictVLM
@@ -151,6 +170,7 @@ def run_probe(task: str, model_config: ml_collections.ConfigDict,
                for i in range(0, len(eval_labels), 256))
     return hits / len(eval_labels)
 
+  initial = params
   curve, train_seconds, losses = [], 0.0, []
   start = time.perf_counter()
   for step in range(1, steps + 1):
@@ -163,7 +183,9 @@ def run_probe(task: str, model_config: ml_collections.ConfigDict,
       train_seconds += time.perf_counter() - start
       curve.append({"step": step, "accuracy": accuracy(params),
                     "train_loss": float(np.mean(jax.device_get(losses))),
-                    "seconds": train_seconds})
+                    "seconds": train_seconds,
+                    "filter_change": relative_change(initial, params, _FILTERS),
+                    "kernel_change": relative_change(initial, params, ("kernel",))})
       losses = []
       start = time.perf_counter()
   return {"task": task, "curve": curve,

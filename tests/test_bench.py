@@ -131,3 +131,45 @@ def test_unknown_suite_is_refused():
   with pytest.raises(ValueError, match="Unknown suite"):
     bench.run_suite("speed", "/nonexistent")
   assert "fnet" in mixers.MIXERS  # the model suite's default comparison set
+
+
+@pytest.mark.slow
+def test_vision_suite_trains_every_mixer_on_both_probes(tmp_path):
+  bench.run_suite("vision", str(tmp_path), tasks=["lone_shape", "left_shape"],
+                  variants=["sdict", "sdict (paper)", "attention", "fnet"],
+                  base_config=TINY_CONFIG, steps=4, batch=8, lr=3e-3, warmup_steps=1,
+                  eval_every=2, eval_examples=16)
+  saved = _saved(tmp_path, "vision")
+  assert RECORD_KEYS <= set(saved)
+  rows = {(r["task"], r["variant"]): r for r in saved["rows"]}
+  assert len(rows) == 8
+  sdict_params = rows[("lone_shape", "sdict")]["vision_params"]
+  for row in rows.values():
+    assert [p["step"] for p in row["curve"]] == [2, 4]
+    assert all(0 <= p["accuracy"] <= 1 and p["seconds"] > 0 for p in row["curve"])
+    # Equal parameters: the baselines' vision encoders are resized to SDict's.
+    assert abs(row["vision_params"] / sdict_params - 1) < 0.25, row
+  assert len(saved["targets"]) == 4
+  assert "lone_shape: held-out accuracy" in saved["tables"]
+  _assert_png(tmp_path / "bench_vision_curves.png")
+
+
+def test_vision_probe_labels_name_what_the_image_shows():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sdict_jax import vision_probe  # pylint: disable=g-import-not-at-top
+  images, labels = vision_probe.probe_data("lone_shape", 40, seed=0, image_size=32)
+  assert images.shape == (40, 32, 32, 3) and images.dtype == np.uint8
+  assert set(labels.tolist()) <= set(range(vision_probe.NUM_CLASSES))
+  assert len(set(labels.tolist())) > 1
+  # The same seed draws the same images; another seed others.
+  again, _ = vision_probe.probe_data("lone_shape", 40, seed=0, image_size=32)
+  other, _ = vision_probe.probe_data("lone_shape", 40, seed=1, image_size=32)
+  np.testing.assert_array_equal(images, again)
+  assert not np.array_equal(images, other)
+
+
+def test_unknown_vision_variant_is_named_before_training(tmp_path):
+  with pytest.raises(ValueError, match=r"sdict\*<filter_lr_mult>"):
+    bench.run_suite("vision", str(tmp_path), tasks=["lone_shape"], variants=["conv"],
+                    base_config=TINY_CONFIG, steps=2, batch=4, lr=1e-3,
+                    warmup_steps=1, eval_every=1, eval_examples=4)

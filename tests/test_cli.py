@@ -67,8 +67,13 @@ def test_evaluate_writes_every_score_and_prediction(workdir):
   # The saved config is used (no --config), and --config.x=y overrides it.
   result = run_module("sdict_jax.evaluate", f"--workdir={workdir}", "--split=test",
                       "--num_examples=3", "--decode=beam", "--beam_width=2",
-                      "--config.eval.max_decode_len=5")
+                      "--config.eval.max_decode_len=5",
+                      f"--showcase={workdir / 'examples.png'}")
   assert result.returncode == 0, result.stderr[-3000:]
+  # The showcase: a PNG of the scored scenes with their captions and answers.
+  with Image.open(workdir / "examples.png") as picture:
+    assert picture.format == "PNG" and min(picture.size) > 200
+    assert np.asarray(picture.convert("L")).std() > 10  # drawn, not blank
   report = json.loads((workdir / "eval_test" / "scores.json").read_text())
   assert report["step"] == 2 and report["split"] == "test"
   assert report["num_examples"] == 3 and report["decode"]["method"] == "beam"
