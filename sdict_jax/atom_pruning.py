@@ -1,10 +1,10 @@
 """Keep only the k most used atoms of every SDict layer: less compute, some accuracy.
 
 The other atoms are dropped, not masked: their frequencies and every per-atom
-filter (gain, phase bias, amplitude, phase; the decoder's decay and complex gain)
-are sliced away, so the pruned model really runs a smaller dictionary (the
-dense mixer's cost is O(N·K·d + K³)). A layer with K_l atoms keeps
-K_l·k / K of them (K = model.num_atoms), so the fusion layers, whose dictionary
+filter (gain, phase bias, amplitude, phase; the decoder's decay and complex gain;
+the question gate's per-atom outputs) are sliced away, so the pruned model really
+runs a smaller dictionary (the dense mixer's cost is O(N·K·d + K³)). A layer
+with K_l atoms keeps K_l·k / K of them (K = model.num_atoms), so the fusion layers, whose dictionary
 is the union of K text and K vision atoms, keep 2k, and vision layers with
 K_v = model.vision_atoms keep K_v·k / K. The pruned parameters then have exactly
 the shapes of `pruned_clone(model, k)`, which runs them; only the atoms' initial
@@ -72,6 +72,12 @@ def prune(model: model_lib.SDictVLM, params, usage: dict, k: int):
                            f"usage[{name!r}] scores {len(scores)}.")
         mixer[key] = mixer[key][keep]
     params[name] = dict(params[name], mixer=mixer)
+    gate = name.replace("fusion_", "question_gate_")
+    if name.startswith("fusion_") and gate in params:
+      # The question gate's per-atom half (Dense → [K]) follows its layer's atoms.
+      per_atom = params[gate]["atoms"]
+      params[gate] = dict(params[gate], atoms=dict(
+          per_atom, kernel=per_atom["kernel"][:, keep], bias=per_atom["bias"][keep]))
   missing = _sdict_layer_names(model) - set(usage)
   if missing:
     raise ValueError(f"usage has no scores for layers {sorted(missing)}.")

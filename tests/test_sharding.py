@@ -34,6 +34,9 @@ WORKERS = ((("one_device", "data_fsdp_tensor"),
            (("data", "data_fsdp"), (("data", "data_fsdp"),)))
 # XLA's slower optimisation passes buy nothing for these tiny programs.
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+# Losses of different meshes differ by their summation order alone; with the question
+# gate (configs/shapes.py's default) four steps move them apart by up to 1.1e-5.
+RTOL = 3e-5
 
 
 def tiny_config():
@@ -258,7 +261,7 @@ def test_every_mesh_gives_the_same_losses(results):
   assert len(reference) == STEPS and np.all(np.isfinite(reference))
   assert abs(reference[-1] - reference[0]) > 1e-3  # the steps do change the model
   for name, losses in results["losses"].items():
-    np.testing.assert_allclose(losses, reference, rtol=1e-5, err_msg=name)
+    np.testing.assert_allclose(losses, reference, rtol=RTOL, err_msg=name)
 
 
 @pytest.mark.slow
@@ -288,10 +291,10 @@ def test_checkpoint_restores_onto_another_mesh_and_device_count(results):
     assert restored["step"] == SAVE_AFTER, name
     assert restored["same_layout"], name
     np.testing.assert_allclose(restored["losses"],
-                               results["losses"][source][SAVE_AFTER:], rtol=1e-5,
+                               results["losses"][source][SAVE_AFTER:], rtol=RTOL,
                                err_msg=name)
     np.testing.assert_allclose(restored["losses"],
-                               results["losses"][target][SAVE_AFTER:], rtol=1e-5,
+                               results["losses"][target][SAVE_AFTER:], rtol=RTOL,
                                err_msg=name)
 
 
