@@ -15,11 +15,19 @@ Both have five classes (chance 0.2). Training uses the project's optimizer
 exactly as it would in training. Images are generated once per probe from fixed
 seeds, fresh for every training step (no example repeats) and a separate held-out
 set, so every mixer sees the same data in the same order.
+
+`frozen_readout` asks the same question of a trained run without training it: how
+well a ridge read-out of its frozen, pooled vision tokens names the shape. It tells
+whether a multi-task run's vision encoder has learned what the probe learns alone:
+
+  python -m sdict_jax.vision_probe --workdirs runs/shapes[,runs/shapes_attn,…]
 """
 
 import time
 from typing import Optional
 
+from absl import app
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -28,8 +36,11 @@ import numpy as np
 import optax
 
 from sdict_jax import model as model_lib
+from sdict_jax import restore
+from sdict_jax import sharding
 from sdict_jax import train
 from sdict_jax.data import shapes
+from sdict_jax.data import sources
 
 TASKS = ("lone_shape", "left_shape")
 NUM_CLASSES = len(shapes.SHAPES)
@@ -191,3 +202,66 @@ def run_probe(task: str, model_config: ml_collections.ConfigDict,
   return {"task": task, "curve": curve,
           "vision_params": vision_parameter_count(model.vlm, image_size),
           "width": model_config.width}
+
+
+# ---------------------------------------------------------------------------
+# Frozen read-out of a trained run.
+# ---------------------------------------------------------------------------
+
+
+def pooled_features(encode, images: np.ndarray, batch_size: int = 250) -> np.ndarray:
+  """Mean ⊕ max over the tokens of encode(float images) → [count, 2d]."""
+  pooled = []
+  for i in range(0, len(images), batch_size):
+    tokens = np.asarray(encode(jnp.asarray(images[i:i + batch_size], jnp.float32) / 255))
+    pooled.append(np.concatenate([tokens.mean(1), tokens.max(1)], -1))
+  return np.concatenate(pooled)
+
+
+def ridge_readout_accuracy(train_x, train_y, eval_x, eval_y, *,
+                           ridge_per_feature: float = 10.0) -> float:
+  """Held-out accuracy of ridge regression onto one-hot labels (closed form)."""
+  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+  train_x, eval_x = (train_x - mean) / std, (eval_x - mean) / std
+  dim = train_x.shape[1]
+  weights = np.linalg.solve(train_x.T @ train_x + ridge_per_feature * dim * np.eye(dim),
+                            train_x.T @ np.eye(NUM_CLASSES)[train_y])
+  return float(np.mean(np.argmax(eval_x @ weights, 1) == eval_y))
+
+
+def frozen_readout(workdir: str, tasks=TASKS, *, train_examples: int = 3000,
+                   eval_examples: int = 1000) -> dict:
+  """{task: accuracy} of a ridge read-out of the run's frozen vision tokens."""
+  config = restore.load_config(workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  jax.set_mesh(mesh)
+  run = restore.load(workdir, config, sources.load(config.data, "validation"), mesh)
+  encode = jax.jit(lambda images: run.model.apply(
+      {"params": run.params}, images, method=model_lib.SDictVLM.encode_image))
+  size = config.data.image_size
+  scores = {"step": run.step}
+  for task in tasks:
+    train_images, train_labels = probe_data(task, train_examples, seed=0, image_size=size)
+    eval_images, eval_labels = probe_data(task, eval_examples, seed=1, image_size=size)
+    scores[task] = ridge_readout_accuracy(
+        pooled_features(encode, train_images), train_labels,
+        pooled_features(encode, eval_images), eval_labels)
+  return scores
+
+
+def main(argv):
+  del argv
+  for workdir in flags.FLAGS.workdirs:
+    try:
+      scores = frozen_readout(workdir)
+    except restore.RestoreError as error:
+      raise app.UsageError(str(error)) from error
+    print(f"{workdir} (step {scores.pop('step')}): " + ", ".join(
+        f"{task} {accuracy:.3f}" for task, accuracy in scores.items()), flush=True)
+
+
+if __name__ == "__main__":
+  # Defined here, not at import: bench.py imports this module beside train.py.
+  flags.DEFINE_list("workdirs", None, "Trained runs to read out, comma-separated.")
+  flags.mark_flags_as_required(["workdirs"])
+  app.run(main)

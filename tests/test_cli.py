@@ -96,6 +96,17 @@ def test_evaluate_writes_every_score_and_prediction(workdir):
 
 
 @pytest.mark.slow
+def test_vision_probe_reads_out_a_trained_run(workdir):
+  result = run_module("sdict_jax.vision_probe", f"--workdirs={workdir}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  line = result.stdout.strip().splitlines()[-1]
+  assert line.startswith(f"{workdir} (step 2)"), line
+  scores = dict(part.split() for part in line.split(": ", 1)[1].split(", "))
+  assert set(scores) == {"lone_shape", "left_shape"}
+  assert all(0 <= float(v) <= 1 for v in scores.values())
+
+
+@pytest.mark.slow
 def test_predict_captions_an_image_of_any_size(workdir, tmp_path):
   image = write_image(tmp_path / "photo.png", 37, 53)  # not a multiple of the patch
   result = run_module("sdict_jax.predict", f"--workdir={workdir}", f"--image={image}")
