@@ -25,6 +25,9 @@ OVERRIDES = [f"--config.train.steps={STEPS}", "--config.train.log_every=1",
              "--config.train.eval_every=1000", "--config.eval.batch_size=4",
              "--config.eval.max_decode_len=4", "--config.optim.warmup_steps=1",
              "--config.optim.lr=0.001", "--config.optim.filter_lr_mult=1.0",
+             # With the question gate, two processes hit Gloo connect timeouts
+             # (README, Known issues); its sharding is tested in test_sharding.py.
+             "--config.model.question_gate=False",
              "--config.mesh.data=2", "--config.mesh.fsdp=2",
              "--config.mesh.tensor=2"]
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
