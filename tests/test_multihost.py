@@ -71,7 +71,10 @@ def _reference_losses(out_path):
   for flag in OVERRIDES:  # --config.section.key=value, as train.py would apply it
     path, value = flag[len("--config."):].split("=")
     section, key = path.split(".")
-    config[section][key] = type(config[section][key])(value)
+    current = config[section][key]
+    # bool("False") is True: booleans are parsed by name.
+    config[section][key] = (value == "True") if isinstance(current, bool) else (
+        type(current)(value))
 
   bundle = sources.load(config.data, "train")
   shards = [iter(pipeline.make_dataset(
