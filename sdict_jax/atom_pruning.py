@@ -4,8 +4,8 @@ The other atoms are dropped, not masked: their frequencies and every per-atom
 filter (gain, phase bias, amplitude, phase; the decoder's decay and complex gain;
 the question gate's per-atom outputs) are sliced away, so the pruned model really
 runs a smaller dictionary (the dense mixer's cost is O(N·K·d + K³)). A layer
-with K_l atoms keeps K_l·k / K of them (K = model.num_atoms), so the fusion layers, whose dictionary
-is the union of K text and K vision atoms, keep 2k, and vision layers with
+with K_l atoms keeps K_l·k / K of them (K = model.num_atoms), so the fusion
+layers, whose dictionary is the union of K text and K vision atoms, keep 2k, and vision layers with
 K_v = model.vision_atoms keep K_v·k / K. The pruned parameters then have exactly
 the shapes of `pruned_clone(model, k)`, which runs them; only the atoms' initial
 values differ, and apply never reads those.

@@ -85,9 +85,6 @@ def probe_data(task: str, count: int, *, seed: int,
           np.asarray([label for _, label in pairs], np.int32))
 
 
-_FILTERS = ("gain", "phase_bias")
-
-
 def relative_change(initial, params, names) -> Optional[float]:
   """‖θ − θ₀‖ / ‖θ₀‖ over the vision blocks' leaves called one of `names`.
 
@@ -195,7 +192,7 @@ def run_probe(task: str, model_config: ml_collections.ConfigDict,
       curve.append({"step": step, "accuracy": accuracy(params),
                     "train_loss": float(np.mean(jax.device_get(losses))),
                     "seconds": train_seconds,
-                    "filter_change": relative_change(initial, params, _FILTERS),
+                    "filter_change": relative_change(initial, params, train.FILTER_PARAMS),
                     "kernel_change": relative_change(initial, params, ("kernel",))})
       losses = []
       start = time.perf_counter()
