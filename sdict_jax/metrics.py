@@ -5,10 +5,11 @@ server does (Stanford PTB tokenisation, then BLEU-1..4, METEOR, ROUGE-L, CIDEr-D
 when its Java models are installed, SPICE), so numbers are comparable with published
 results. Values are on pycocoevalcap's scale: CIDEr 1.275 is a paper's "127.5".
 
-VQA accuracy reimplements the official VQA evaluation (vqaEval.py of the VQA API):
-answers are normalised, and a prediction earns `min(1, matches / 3)` against each of the
-ten leave-one-annotator-out subsets of the human answers, averaged over the subsets.
-Values are fractions in [0, 1], not the percentages the VQA papers print.
+VQA accuracy reimplements the official VQA evaluation (vqaEval.py of the VQA API,
+GT-Vision-Lab/VQA), quirks included: answers are normalised only when the human answers
+disagree, and a prediction earns `min(1, matches / 3)` against each of the ten
+leave-one-annotator-out subsets of the human answers, averaged over the subsets. Values
+are fractions in [0, 1], not the percentages (rounded to 2 decimals) the VQA papers print.
 """
 
 import collections
@@ -166,14 +167,18 @@ def caption_scores(references, predictions, scorers=CAPTION_SCORERS):
 # VQA accuracy.
 # ---------------------------------------------------------------------------------------
 
-# The tables below are vqaEval.py's. Its capitalised contraction keys ("Im", "Ive", ...)
-# are left out: answers are lower-cased before the lookup, so they can never match.
+# The tables below are vqaEval.py's (GT-Vision-Lab/VQA, PythonEvaluationTools/
+# vqaEvaluation). Its capitalised contraction keys ("Im", "Ive", ...) are left out:
+# answers are lower-cased before the lookup, so they can never match.
 _PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-",
                 ">", "<", "@", "`", ",", "?", "!")
 _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 # vqaEval.py's pattern reads `(?!<=\d)(\.)(?!\d)`; its first group is a (misspelt)
 # lookahead that always holds, so what it does is drop every period not before a digit.
 _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+# vqaEval.py passes re.UNICODE (= 32) where `Pattern.sub` takes `count`, so it drops at
+# most the first 32 such periods.
+_PERIODS_DROPPED = 32
 _NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
     "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
@@ -208,7 +213,13 @@ _CONTRACTIONS = dict(pair.split("=") for pair in """
 # ("somebody'd=somebodyd" runs backwards, but it is what vqaEval.py does.)
 
 
+def _clean_whitespace(text):
+  # vqaEval.py's first step on every answer, human or predicted, in both branches.
+  return text.replace("\n", " ").replace("\t", " ").strip()
+
+
 def _strip_punctuation(text):
+  """vqaEval.py's processPunctuation."""
   # A mark next to a space is dropped ("red, white"), a mark inside a word becomes a
   # space ("red/white" -> "red white"), and a thousands comma ("1,000") makes vqaEval.py
   # drop every mark in the answer. Tests are on the original text, as in vqaEval.py.
@@ -217,21 +228,64 @@ def _strip_punctuation(text):
   for mark in _PUNCTUATION:
     touches_space = f"{mark} " in text or f" {mark}" in text
     out = out.replace(mark, "" if drop_all or touches_space else " ")
-  return _PERIOD_NOT_BEFORE_DIGIT.sub("", out)
+  return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=_PERIODS_DROPPED)
+
+
+def _normalize_words(text):
+  """vqaEval.py's processDigitArticle: lower case, number words, articles, contractions."""
+  words = [_NUMBER_WORDS.get(word, word) for word in text.lower().split()]
+  return " ".join(_CONTRACTIONS.get(word, word) for word in words
+                  if word not in _ARTICLES)
 
 
 def normalize_answer(text):
   """The VQA answer normalisation: punctuation, lower case, digits, articles, contractions.
 
   E.g. "Two dogs." -> "2 dogs", "the dog" -> "dog", "dont" -> "don't", "1,000" -> "1000".
+  This is what vqaEval.py applies to every answer of a question whose human answers
+  disagree; `vqa_accuracy(..., normalization="full")` applies it always.
   """
-  text = _strip_punctuation(text.replace("\n", " ").replace("\t", " ").strip())
-  words = [_NUMBER_WORDS.get(word, word) for word in text.lower().split()]
-  return " ".join(_CONTRACTIONS.get(word, word) for word in words
-                  if word not in _ARTICLES)
+  return _normalize_words(_strip_punctuation(_clean_whitespace(text)))
+
+
+def _official_answers(prediction, human_answers):
+  """(prediction, human answers) in the form vqaEval.py compares them."""
+  prediction = _clean_whitespace(prediction)
+  human_answers = [_clean_whitespace(answer) for answer in human_answers]
+  # vqaEval.py leaves a question whose humans all agree untouched, on both sides (its
+  # authors' reason: not to alter answers read off text in the image). So "dog" scores 0
+  # against ten "a dog", and "Yes" against ten "yes": the comparison is case-sensitive.
+  if len(set(human_answers)) == 1:
+    return prediction, human_answers
+  return normalize_answer(prediction), [normalize_answer(a) for a in human_answers]
+
+
+def _full_answers(prediction, human_answers):
+  """Every answer normalised, always: symmetric, and blind to formatting."""
+  return normalize_answer(prediction), [normalize_answer(a) for a in human_answers]
+
+
+def _official_2015_answers(prediction, human_answers):
+  """vqaEval.py as first released (GT-Vision-Lab/VQA at 07aecec), still in forks.
+
+  The prediction is always fully normalised; the human answers get the punctuation
+  step only, and only when they are not all identical (no whitespace cleaning, no
+  number words or articles), so "3" scores 0 against "three". Its per-answer-type
+  means had a bug (each question counted with its last subset's score) that is not
+  reproduced here: the per-type values are means of whole-question scores.
+  """
+  if len(set(human_answers)) > 1:
+    human_answers = [_strip_punctuation(answer) for answer in human_answers]
+  return normalize_answer(prediction), list(human_answers)
+
+
+VQA_NORMALIZATIONS = {"official": _official_answers, "full": _full_answers,
+                      "official_2015": _official_2015_answers}
 
 
 def _leave_one_out_accuracy(prediction, human_answers):
+  # vqaEval.py leaves out one annotator at a time (its answer records differ by
+  # answer_id even where the answers are equal), so subsets follow positions here.
   matches = sum(answer == prediction for answer in human_answers)
   # Leaving out a matching annotator removes one match from the subset.
   per_subset = [min(1.0, (matches - (answer == prediction)) / 3)
@@ -255,28 +309,48 @@ def _check_vqa_inputs(predictions, answers, answer_types):
           "every predicted question or pass answer_types=None.")
 
 
-def vqa_accuracy(predictions, answers, answer_types=None):
-  """Official VQA accuracy of `predictions`, as fractions in [0, 1].
+def vqa_accuracy(predictions, answers, answer_types=None, normalization="official"):
+  """VQA accuracy of `predictions`, as fractions in [0, 1].
 
-  Unlike vqaEval.py, every answer (predicted and human) is fully normalised, always;
-  vqaEval.py skips normalisation when all humans agree and applies only the punctuation
-  step to human answers. The two agree whenever the human answers are already stored
-  normalised and predictions come from a normalised answer vocabulary.
+  With normalization="official" (the default) the score is vqaEval.py's
+  (GT-Vision-Lab/VQA), quirks included. Newlines and tabs become spaces and ends are
+  stripped; then, only if a question's human answers are not all identical, the
+  prediction and the human answers are normalised (`normalize_answer`: punctuation,
+  lower case, number words, articles, contractions). When all humans agree nothing more
+  is done, so "dog" scores 0 against ten "a dog", and so do "yes!" and "Yes" against ten
+  "yes". Each question scores the mean over its leave-one-annotator-out subsets of
+  `min(1, matches / 3)`; the overall and per-type values are plain means of those
+  per-question scores. vqaEval.py reports `round(100 * value, 2)`; this returns the
+  unrounded fraction, so that rounding reproduces its numbers.
+
+  normalization="full" normalises every answer, predicted and human, always. It is
+  not what the VQA servers compute, but it does not punish a prediction's format on
+  questions where the humans agree, so it separates a model's answers from their
+  spelling; it matches codebases that normalise both sides; and it equals "official"
+  when human answers and predictions are already normalised (an answer vocabulary
+  built with `normalize_answer`). normalization="official_2015" is the first release
+  of vqaEval.py (see `_official_2015_answers`), which scores numbers written as
+  words, articles and case differently; papers of 2015–2017 used it.
 
   Args:
     predictions: {question id: answer}; only these questions are scored.
-    answers: {question id: [human answer, ...]} (ten per question in VQAv2).
+    answers: {question id: [human answer, ...]} (ten per question in VQAv2), as the
+      annotation file holds them: "official" is only official on unnormalised answers.
     answer_types: optional {question id: type}, e.g. "yes/no", "number", "other".
+    normalization: "official", "full" or "official_2015", see above.
 
   Returns:
     {"overall": mean accuracy} plus {type: mean accuracy over that type's questions}
     for each type when `answer_types` is given.
   """
+  if normalization not in VQA_NORMALIZATIONS:
+    raise ValueError(f"Unknown VQA normalization {normalization!r}; choose from "
+                     f"{sorted(VQA_NORMALIZATIONS)}.")
   _check_vqa_inputs(predictions, answers, answer_types)
+  prepare = VQA_NORMALIZATIONS[normalization]
   per_type = collections.defaultdict(list)
   for question, prediction in predictions.items():
-    accuracy = _leave_one_out_accuracy(
-        normalize_answer(prediction), [normalize_answer(a) for a in answers[question]])
+    accuracy = _leave_one_out_accuracy(*prepare(prediction, answers[question]))
     per_type["overall"].append(accuracy)
     if answer_types is not None:
       per_type[answer_types[question]].append(accuracy)

@@ -5,10 +5,12 @@ start, the rest reuse its process.
 """
 
 import math
+import random
 
 import pytest
 
 from sdict_jax import metrics
+from sdict_jax.data import shapes
 
 # Three images; the dog image has four consensus captions and one outlier, the horse
 # image five identical captions, so CIDEr's document frequencies are not all equal.
@@ -157,6 +159,86 @@ def test_vqa_accuracy_averages_min_one_third_over_leave_one_out_subsets(matches,
 def test_vqa_accuracy_normalises_prediction_and_human_answers():
   answers = ["2", "two", "2.", "3", "3", "3", "3", "3", "3", "3"]
   assert metrics.vqa_accuracy({0: "Two"}, {0: answers})["overall"] == pytest.approx(0.9)
+
+
+# Expected values worked out by hand from vqaEval.py (GT-Vision-Lab/VQA, master):
+# whitespace is cleaned on every answer; only if the ten cleaned human answers are not all
+# identical are the prediction and the human answers normalised (processPunctuation, then
+# processDigitArticle); accuracy is the mean over the ten leave-one-out subsets of
+# min(1, matches / 3), i.e. 0.3, 0.6, 0.9, 1.0 for 1, 2, 3, 4+ matching humans. "full"
+# normalises everything always, so the two differ only where all humans agree.
+@pytest.mark.parametrize("prediction, answers, official, full", [
+    # Humans disagree, so "three" -> "3" on their side too: 2 matches, 0.6. (An older
+    # vqaEval.py, which gave the humans punctuation only, scored this 0.)
+    ("3", ["three"] * 2 + ["four"] * 8, 0.6, 0.6),
+    # All agree: nothing is normalised, "dog" != "a dog". Fully normalised: 10 matches.
+    ("dog", ["a dog"] * 10, 0.0, 1.0),
+    # One dissenter switches normalisation on: all ten become "dog".
+    ("dog", ["a dog"] * 9 + ["dog"], 1.0, 1.0),
+    # All agree: the comparison is exact, so case matters.
+    ("A dog", ["a dog"] * 10, 0.0, 1.0),
+    ("Yes", ["yes"] * 10, 0.0, 1.0),
+    # Whitespace is cleaned even when all agree.
+    ("yes\n", ["yes"] * 10, 1.0, 1.0),
+    # "Two." -> "Two" (the period is not before a digit) -> "2", but only if normalised.
+    ("Two.", ["2"] * 10, 0.0, 1.0),
+    ("2", ["Two."] * 10, 0.0, 1.0),
+    ("2", ["Two."] * 2 + ["2"] + ["3"] * 7, 0.9, 0.9),
+    ("Two.", ["2"] * 5 + ["two"] * 5, 1.0, 1.0),
+    # "isnt" -> "isn't" (the apostrophe is not a punctuation mark there).
+    ("isnt", ["isn't"] * 10, 0.0, 1.0),
+    ("isnt", ["isn't"] * 9 + ["is not"], 1.0, 1.0),
+    # "Red!": the "!" touches no space, so it becomes a space; lower case gives "red".
+    ("Red!", ["red"] * 10, 0.0, 1.0),
+    ("red", ["Red!"] * 4 + ["blue"] * 6, 1.0, 1.0),
+    # A thousands comma drops every mark: "1,000" -> "1000" on the human side.
+    ("1000", ["1,000"] * 2 + ["many"] * 8, 0.6, 0.6),
+])
+def test_vqa_accuracy_official_quirks_and_full_normalization(prediction, answers, official,
+                                                             full):
+  questions = {0: prediction}, {0: answers}
+  assert metrics.vqa_accuracy(*questions) == {"overall": pytest.approx(official)}
+  assert metrics.vqa_accuracy(*questions, normalization="official") == {
+      "overall": pytest.approx(official)}
+  assert metrics.vqa_accuracy(*questions, normalization="full") == {
+      "overall": pytest.approx(full)}
+
+
+def test_vqa_accuracy_modes_agree_on_clean_lower_case_answers():
+  # Answers already normalised (an answer vocabulary, or the shapes data's exact words)
+  # score the same either way; random mixes cover both of vqaEval.py's branches.
+  words = shapes.answer_vocabulary() + ["black and white", "don't know"]
+  rng = random.Random(0)
+  predictions, answers = {}, {}
+  for question in range(300):
+    choices = rng.sample(words, rng.choice([1, 1, 2, 3]))
+    answers[question] = [rng.choice(choices) for _ in range(10)]
+    predictions[question] = rng.choice(choices + [rng.choice(words)])
+  types = {question: str(question % 3) for question in predictions}
+  official = metrics.vqa_accuracy(predictions, answers, types)
+  assert official == metrics.vqa_accuracy(predictions, answers, types, normalization="full")
+  assert 0 < official["overall"] < 1
+
+
+# The first release of vqaEval.py (07aecec): the prediction always fully normalised,
+# the humans' answers given the punctuation step only, and only when they disagree.
+@pytest.mark.parametrize("prediction, answers, expected", [
+    ("3", ["three"] * 2 + ["four"] * 8, 0.0),  # "three" stays a word on the human side
+    ("three", ["3"] * 2 + ["four"] * 8, 0.6),  # the prediction becomes "3"
+    ("dog", ["a dog"] * 10, 0.0),  # the humans keep their article
+    ("A dog", ["dog"] * 10, 1.0),  # the prediction loses its article and capital
+    ("Red!", ["red"] * 10, 1.0),
+    ("red", ["Red!"] * 4 + ["blue"] * 6, 0.0),  # "Red!" -> "Red ", not lower-cased
+])
+def test_vqa_accuracy_official_2015(prediction, answers, expected):
+  score = metrics.vqa_accuracy({0: prediction}, {0: answers},
+                               normalization="official_2015")
+  assert score == {"overall": pytest.approx(expected)}
+
+
+def test_vqa_accuracy_rejects_unknown_normalization():
+  with pytest.raises(ValueError, match="'official', 'full'|'full', 'official'"):
+    metrics.vqa_accuracy({1: "yes"}, {1: ["yes"]}, normalization="lenient")
 
 
 def test_vqa_accuracy_breaks_down_by_answer_type():
