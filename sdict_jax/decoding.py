@@ -21,6 +21,12 @@ log-probability normalised by the GNMT length penalty
   score = log P(tokens) / ((5 + length) / 6) ** length_penalty,
 where length counts the tokens up to and including EOS. All of it jits: the
 loops are `lax.while_loop`s that stop when every row has finished.
+
+Forced tokens (`forced_decoder`, the `forced` argument of `decode_captions`) make
+every search emit given tokens at given positions, e.g. a prompt
+"question: … answer:" right after BOS for zero-shot VQA: the step interface's
+logits there become a one-hot choice, so the same loops decode prompted
+continuations.
 """
 
 import dataclasses
@@ -108,6 +114,34 @@ def recompute_decoder(model, params, prefix, prefix_mask, *, bos_id: int,
 
   cache = {"buffer": buffer, "prefix": prefix, "prefix_mask": prefix_mask}
   return logits_at(cache, 0), cache, step_fn
+
+
+def forced_decoder(first_logits: Array, cache: Cache, step_fn: StepFn,
+                   forced: Array) -> tuple[Array, Cache, StepFn]:
+  """The step interface with tokens forced: (first logits, cache, step_fn).
+
+  `forced` [B, max_len] holds, per row, the token every search must emit at each
+  output position (output t is fed back as the decoder input at position t + 1),
+  and 0 (PAD, never emitted) where the search chooses freely. At a forced position
+  the logits become log-one-hot: the forced token costs log 1 = 0, so a score is
+  the log-probability of the free tokens given the forced ones (the length in the
+  GNMT penalty still counts both). Rows may be forced to different lengths; the
+  logits may have k·B rows (beam search's B·W, beams of a row contiguous).
+  """
+  forced = jnp.asarray(forced, jnp.int32)
+
+  def force(logits, position):
+    token = jax.lax.dynamic_index_in_dim(forced, position, 1, keepdims=False)
+    token = jnp.repeat(token, logits.shape[0] // forced.shape[0])
+    one_hot = jnp.where(jnp.arange(logits.shape[-1]) == token[:, None], 0.0,
+                        _IMPOSSIBLE).astype(logits.dtype)
+    return jnp.where((token > 0)[:, None], one_hot, logits)
+
+  def forced_step(cache, tokens, position):
+    logits, cache = step_fn(cache, tokens, position)
+    return force(logits, position), cache
+
+  return force(first_logits, 0), cache, forced_step
 
 
 # ---------------------------------------------------------------------------
@@ -337,13 +371,19 @@ def decode_captions(model, decode_model, params, prefix, prefix_mask, *, bos_id:
                     eos_id: int, max_len: int,
                     options: DecodeOptions = DecodeOptions(),
                     rng: Optional[Array] = None,
-                    incremental: Optional[bool] = None) -> tuple[Array, Array]:
+                    incremental: Optional[bool] = None,
+                    forced: Optional[Array] = None) -> tuple[Array, Array]:
   """Captions [B, max_len] and their scores [B] for fused prefixes [B, P, d].
 
   `model` is the decode=False model (recomputation), `decode_model` the
   decode=True one (incremental); `incremental` defaults to `has_cache(model)`.
   Beam search returns its best hypothesis; nucleus sampling needs `rng`.
+  `forced` [B, max_len] (see `forced_decoder`): tokens every method emits at the
+  given positions, 0 where it chooses; the returned tokens include them.
   """
+  if forced is not None and forced.shape != (prefix.shape[0], max_len):
+    raise ValueError(f"forced tokens of shape {forced.shape}; need [batch, max_len] = "
+                     f"{(prefix.shape[0], max_len)} (0 where not forced).")
   incremental = has_cache(model) if incremental is None else incremental
   if incremental:
     start = incremental_decoder(decode_model, params, prefix, prefix_mask,
@@ -351,6 +391,8 @@ def decode_captions(model, decode_model, params, prefix, prefix_mask, *, bos_id:
   else:
     start = recompute_decoder(model, params, prefix, prefix_mask, bos_id=bos_id,
                               max_len=max_len)
+  if forced is not None:
+    start = forced_decoder(*start, forced)
   common = dict(eos_id=eos_id, max_len=max_len, length_penalty=options.length_penalty)
   if options.method == "greedy":
     return greedy_search(*start, **common)

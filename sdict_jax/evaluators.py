@@ -3,7 +3,11 @@
 `Evaluator.run(params)` predicts on the first `config.eval.num_examples` examples
 of a split, decodes captions (greedily by default) and scores
 them against all reference captions of each example with the COCO caption code,
-and answers with the official VQA metric against the ten human answers.
+and answers with the official VQA metric against the ten human answers. Splits
+without answers or references (the official test sets) are predicted, not scored.
+
+`ZeroShotVQA.run(params)` answers the split's questions with the caption decoder
+instead of the answer head (see its doc): VQA for a model that never saw VQA.
 """
 
 import functools
@@ -93,6 +97,7 @@ class Evaluator:
     question = index % n_questions if n_questions else None
     return {
         "index": index,
+        "id": int(raw.get("id", index)),  # question id (VQAv2), image id (COCO)
         "caption": self.bundle.tokenizer.decode(out["caption"].tolist()),
         "references": list(raw.get("captions", [])),
         "question": raw["questions"][question] if question is not None else None,
@@ -116,8 +121,9 @@ def _at(values, index):
   return values[index] if values and index is not None else None
 
 
-def score(results, scorers=("BLEU", "CIDEr")) -> dict:
-  """Aggregate metrics of `Evaluator.predict` results."""
+def vqa_scores(results, name: str = "vqa_accuracy") -> dict:
+  """{name: accuracy, name/<answer type>: ..., name/kind/<kind>: ...} of the results
+  that have human answers (none: {})."""
   scores = {}
   with_vqa = [r for r in results if r["answers"]]
   if with_vqa:
@@ -126,13 +132,19 @@ def score(results, scorers=("BLEU", "CIDEr")) -> dict:
     vqa = metrics.vqa_accuracy(
         predictions, answers,
         {r["index"]: r["answer_type"] for r in with_vqa if r["answer_type"]} or None)
-    scores["vqa_accuracy"] = vqa["overall"]
-    scores.update({f"vqa_accuracy/{k}": v for k, v in vqa.items() if k != "overall"})
+    scores[name] = vqa["overall"]
+    scores.update({f"{name}/{k}": v for k, v in vqa.items() if k != "overall"})
     kinds = {r["index"]: r["question_kind"] for r in with_vqa if r.get("question_kind")}
     if len(kinds) == len(with_vqa):  # sources that name what each question tests
       by_kind = metrics.vqa_accuracy(predictions, answers, kinds)
-      scores.update({f"vqa_accuracy/kind/{k}": v for k, v in by_kind.items()
+      scores.update({f"{name}/kind/{k}": v for k, v in by_kind.items()
                      if k != "overall"})
+  return scores
+
+
+def score(results, scorers=("BLEU", "CIDEr")) -> dict:
+  """Aggregate metrics of `Evaluator.predict` results."""
+  scores = vqa_scores(results)
   with_captions = [r for r in results if r["references"]]
   if with_captions:
     captions = metrics.caption_scores(
@@ -147,3 +159,126 @@ def score(results, scorers=("BLEU", "CIDEr")) -> dict:
                                      np.array([r["box_target"] for r in with_box]))
     scores["box_iou"] = float(np.mean(iou))
   return scores
+
+
+# ---------------------------------------------------------------------------
+# Zero-shot VQA: open-ended answers from the caption decoder.
+# ---------------------------------------------------------------------------
+
+ZERO_SHOT_PROMPT = "question: {question} answer:"
+ZERO_SHOT_ANSWER_LEN = 4  # tokens; VQAv2 answers are mostly one to three words
+
+
+def _zero_shot_answers(module, batch, *, model, decode_model, params, bos_id, eos_id,
+                       decode_options, seed):
+  """Decoder outputs [B, max_len] after [BOS] ⊕ the forced prompt (runs in apply)."""
+  vision = module.encode_image(batch["image"])
+  prefix, mask = module.fuse(vision, batch["question"][:, :0])  # the caption prefix
+  rng = jax.random.fold_in(jax.random.PRNGKey(seed), batch["example_id"][0])
+  tokens, _ = decoding.decode_captions(
+      model, decode_model, params, prefix, mask, bos_id=bos_id, eos_id=eos_id,
+      max_len=batch["forced"].shape[1], options=decode_options, rng=rng,
+      forced=batch["forced"])
+  return tokens
+
+
+class ZeroShotVQA(Evaluator):
+  """Open-ended VQA by the caption decoder, as for a model never trained on VQA.
+
+  The image is fused without text, as for captioning, and the caption decoder's
+  input starts [BOS] ⊕ tokens of `prompt` (its `{question}` filled in, the
+  question's tokens cut to fit) forced by `decoding.forced_decoder`; the tokens it
+  then chooses, at most `answer_len` of them (EOS is forced after), are the
+  answer, scored by `metrics.vqa_accuracy` (which normalises it: "Two." -> "2").
+  Any decoding method works; greedy is the default.
+
+  Tokenizer limits: the prompt and the answer are in the caption vocabulary. A
+  word it lacks is UNK in the prompt (the shapes vocabulary has neither
+  "question" nor "answer", nor "yes" and "no": such a model can never answer a
+  yes/no question), and an answer the decoder cannot spell scores 0. SentencePiece
+  vocabularies spell any word, but answers are cut at `answer_len` pieces.
+  Results carry the decoder input (`decoder_input`: BOS, prompt, answer, EOS).
+  """
+
+  def __init__(self, model, decode_model, bundle, config, mesh, *,
+               decode_options=None, seed=0, prompt: str = ZERO_SHOT_PROMPT,
+               answer_len: int = ZERO_SHOT_ANSWER_LEN):
+    super().__init__(model, decode_model, bundle, config, mesh,
+                     decode_options=decode_options, seed=seed)
+    if prompt.count("{question}") != 1:
+      raise ValueError(f"Zero-shot prompt {prompt!r} must contain '{{question}}' once, "
+                       f"e.g. {ZERO_SHOT_PROMPT!r}.")
+    if answer_len < 1:
+      raise ValueError(f"zero-shot answer_len={answer_len}; need at least 1 token.")
+    tokenizer = bundle.tokenizer
+    self.max_len = config.data.max_caption_len  # the decoder's position table
+    self.answer_len = answer_len
+    before, after = prompt.split("{question}")
+    self._before, self._after = tokenizer.encode(before), tokenizer.encode(after)
+    # Output positions: prompt [0, P), answer [P, P + answer_len), EOS at P + answer_len.
+    self.question_room = (self.max_len - answer_len - 1 - len(self._before) -
+                          len(self._after))
+    if self.question_room < 1:
+      raise ValueError(
+          f"The zero-shot prompt {prompt!r} ({len(self._before) + len(self._after)} "
+          f"tokens) and {answer_len} answer tokens leave no room for the question in "
+          f"the caption decoder's {self.max_len} positions; shorten the prompt "
+          f"(--zero_shot_prompt) or --zero_shot_answer_len.")
+    self._predict = jax.jit(lambda params, batch: model.apply(
+        {"params": params}, batch, method=functools.partial(
+            _zero_shot_answers, model=model, decode_model=decode_model, params=params,
+            bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id,
+            decode_options=decode_options or decoding.DecodeOptions(), seed=seed)))
+
+  def prompt_tokens(self, question: str) -> list[int]:
+    """The forced prompt of one question: its tokens cut to `question_room`."""
+    words = self.bundle.tokenizer.encode(question)[:self.question_room]
+    return self._before + words + self._after
+
+  def forced(self, question: str) -> np.ndarray:
+    """[max_len]: the prompt, then 0 (free) for the answer, then EOS."""
+    prompt = self.prompt_tokens(question)
+    forced = np.zeros(self.max_len, np.int32)
+    forced[:len(prompt)] = prompt
+    forced[len(prompt) + self.answer_len] = self.bundle.tokenizer.eos_id
+    return forced
+
+  def predict(self, params):
+    results = []
+    for batch, indexed_raws in self._batches():
+      questions = [self._question(index, raw) for index, raw in indexed_raws]
+      forced = [self.forced(q or "") for q in questions]
+      forced += [forced[-1]] * (len(batch["image"]) - len(forced))  # padded rows
+      batch = {**batch, "forced": np.stack(forced)}
+      out = self._predict(params, sharding.global_batch(batch, self.mesh))
+      tokens = np.asarray(multihost_utils.process_allgather(out, tiled=True))
+      for row, ((index, raw), question) in enumerate(zip(indexed_raws, questions)):
+        results.append(self._describe_answer(index, raw, question, tokens[row]))
+    return results
+
+  @staticmethod
+  def _question(index, raw):
+    n_questions = len(raw.get("questions", ()))
+    return raw["questions"][index % n_questions] if n_questions else None
+
+  def _describe_answer(self, index, raw, question, tokens):
+    tokenizer = self.bundle.tokenizer
+    prompt_len = len(self.prompt_tokens(question or ""))
+    tokens = tokens.tolist()
+    end = tokens.index(tokenizer.eos_id) + 1 if tokenizer.eos_id in tokens else None
+    n_questions = len(raw.get("questions", ()))
+    which = index % n_questions if n_questions else None
+    return {
+        "index": index, "id": int(raw.get("id", index)), "question": question,
+        "answer": tokenizer.decode(tokens[prompt_len:]),
+        "decoder_input": [tokenizer.bos_id] + tokens[:end],
+        "answers": raw["answers"][which] if which is not None else [],
+        "answer_type": _at(raw.get("answer_types"), which),
+        "question_kind": _at(raw.get("question_kinds"), which),
+    }
+
+  def run(self, params, scorers=()):
+    """{'vqa_zero_shot/accuracy', .../<answer type>, ...} and the results."""
+    del scorers  # no captions to score
+    results = self.predict(params)
+    return vqa_scores(results, "vqa_zero_shot/accuracy"), results

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sdict_jax import metrics
 from sdict_jax.data import pipeline
 from sdict_jax.data import sources
 from sdict_jax.data import tokenizer
@@ -94,11 +95,19 @@ def test_one_example_per_question_with_missing_images_skipped_and_logged(dirs, c
   assert example["boxes"].shape == (0, 4)
 
 
-def test_answers_are_normalised_and_invalid_utf8_replaced(dirs):
+def test_answers_are_kept_as_annotated_and_invalid_utf8_replaced(dirs):
   source = _load(dirs)
-  assert source[0]["answers"] == [["2"] * 8 + ["3"] * 2]  # "Two" and "three" normalised
-  assert source[1]["answers"] == [["yes"] * 9 + ["no"]]  # punctuation stripped
+  # As the annotation file has them: the official accuracy decides what to normalise.
+  assert source[0]["answers"] == [["Two"] * 6 + ["2"] * 2 + ["three"] * 2]
+  assert source[1]["answers"] == [["yes."] * 9 + ["no"]]
   assert source[2]["answers"][0][0] == "caf\ufffd red"  # invalid byte 0xE9 replaced
+  # The humans disagree, so vqaEval.py normalises: "Two" and "2" are one answer.
+  assert metrics.vqa_accuracy({0: "2"}, {0: source[0]["answers"][0]}) == {
+      "overall": 1.0}
+  # Ten identical "a cat": nothing is normalised and "cat" scores 0, as on the server.
+  val = _load(dirs, split="validation")
+  assert val[0]["answers"] == [["a cat"] * 10]
+  assert metrics.vqa_accuracy({0: "cat"}, {0: val[0]["answers"][0]}) == {"overall": 0.0}
 
 
 def test_answer_vocabulary_is_by_frequency_ties_alphabetical_and_cached(dirs, monkeypatch):
@@ -127,8 +136,10 @@ def test_trainval_trains_on_val_except_minival(dirs):
 
 def test_bad_splits_and_paths_name_the_fix(dirs):
   vqa_dir, coco_dir, cache_dir = dirs
-  with pytest.raises(ValueError, match="test answers are not public"):
-    _load(dirs, split="test")
+  with pytest.raises(ValueError, match="splits"):
+    _load(dirs, split="minival")
+  with pytest.raises(FileNotFoundError, match="v2_OpenEnded_mscoco_test2015_questions"):
+    _load(dirs, split="test")  # test2015: no answers, but its question file is needed
   with pytest.raises(FileNotFoundError, match="config.data.vqa_dir"):
     vqav2.load("train", vqa_dir=coco_dir, coco_dir=coco_dir, cache_dir=cache_dir)
   with pytest.raises(FileNotFoundError, match="config.data.coco_dir"):

@@ -38,15 +38,11 @@ import grain
 import numpy as np
 from PIL import Image
 
+from sdict_jax import metrics
 from sdict_jax.data import tokenizer as tokenizer_lib
 
 # (image_uint8 [H, W, 3], rng) -> image_uint8: the training augmentation hook.
 ImageTransform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-
-def default_normalize_answer(answer: str) -> str:
-  """Minimal answer normalisation; the official VQA normaliser can replace it."""
-  return answer.strip().lower()
 
 
 def _padded(ids: list[int], length: int) -> np.ndarray:
@@ -85,7 +81,7 @@ class ExampleEncoder:
   max_text_len: int
   max_caption_len: int
   image_transform: ImageTransform | None = None
-  normalize_answer: Callable[[str], str] = default_normalize_answer
+  normalize_answer: Callable[[str], str] = metrics.normalize_answer
   questions_per_image: int = 1
 
   def train_example(self, indexed: tuple[int, dict], rng: np.random.Generator) -> dict:
@@ -169,7 +165,7 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
                  image_size: int, batch_size: int, max_text_len: int,
                  max_caption_len: int, seed: int, train: bool,
                  num_epochs: int | None = None, image_transform: ImageTransform | None = None,
-                 normalize_answer: Callable[[str], str] = default_normalize_answer,
+                 normalize_answer: Callable[[str], str] = metrics.normalize_answer,
                  shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True,
                  questions_per_image: int = 1, worker_count: int = 0, read_threads: int = 4,
                  prefetch_batches: int = 8) -> grain.IterDataset:

@@ -4,6 +4,12 @@ Every source yields raw example dicts (see `pipeline.py`), so one pipeline serve
 the embedded shapes scenes, COCO captions, VQAv2 and pre-training shards alike.
 A source registers a loader with `@register("name")`; `load(config.data, split)`
 returns a `DataBundle`.
+
+Splits: every source has 'train', 'validation' and 'test'; the official test sets
+without answers are 'test-dev', 'test' and 'test-std' (VQAv2: test-dev2015, test2015)
+and 'test2014' (COCO captions; 'val2014' is every val2014 image, with references).
+Sources with them also say which official subset a results file of the split is
+named after (`source.subset`, see submission.py).
 """
 
 import dataclasses
@@ -36,8 +42,12 @@ def names() -> list[str]:
   return sorted(_LOADERS)
 
 
+# Sources whose examples carry questions (zero-shot VQA can use their own split).
+WITH_QUESTIONS = ("shapes", "vqav2")
+
+
 def load(data_config, split: str) -> DataBundle:
-  """The bundle for `data_config.name` and `split` ('train', 'validation', 'test')."""
+  """The bundle for `data_config.name` and `split` (see the module doc)."""
   if data_config.name not in _LOADERS:
     raise ValueError(f"Unknown data source {data_config.name!r}; set config.data.name to "
                      f"one of {names()}.")
@@ -88,6 +98,13 @@ def load_source(data_config, split: str):
   return load(data_config, split).source
 
 
+def tokenizer(data_config) -> tokenizer_lib.Tokenizer:
+  """The tokenizer of `data_config`'s source, without loading the source."""
+  if data_config.name == "shapes":
+    return tokenizer_lib.shapes_tokenizer()
+  return _sentencepiece(data_config)
+
+
 def _sentencepiece(data_config) -> tokenizer_lib.SentencePieceTokenizer:
   path = data_config.get("tokenizer", "")
   fix = ("Train one with `python -m sdict_jax.data.train_tokenizer --config=<this config> "
@@ -111,6 +128,12 @@ def _required_path(data_config, field: str, what: str) -> str:
 @register_source("coco_captions")
 def _coco_captions(data_config, split: str):
   from sdict_jax.data import coco  # pylint: disable=g-import-not-at-top
+  if split == coco.TEST_SPLIT:  # the official test images are not in TFDS
+    coco_dir = _required_path(data_config, "coco_dir", "the COCO root holding "
+                              f"{coco.TEST_SPLIT}/ and {coco.IMAGE_INFO_FILE} "
+                              "(evaluate: --coco_dir)")
+    return coco.load_test_images(
+        coco_dir, missing_images=data_config.get("missing_images") or "error")
   return coco.load_source(split, data_dir=data_config.get("data_dir") or None)
 
 
@@ -128,7 +151,8 @@ def _vqav2(data_config, split: str):
       answer_vocab_size=data_config.get("answer_vocab_size",
                                         vqav2.DEFAULT_ANSWER_VOCAB_SIZE),
       trainval=data_config.get("trainval", False),
-      minival_images=data_config.get("minival_images", 1000))
+      minival_images=data_config.get("minival_images", 1000),
+      missing_images=data_config.get("missing_images") or None)
 
 
 @register_source("shards")
