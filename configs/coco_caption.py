@@ -1,11 +1,32 @@
-r"""SDict-VLM captioning on COCO (Karpathy splits), caption loss only.
+r"""SDict-VLM captioning on COCO (Karpathy splits), caption loss only, fine-tuned from
+caption pre-training as in the paper.
 
-  python -m sdict_jax.train --config configs/coco_caption.py --workdir runs/coco_caption \
-      --config.data.data_dir=/data/tfds --config.data.tokenizer=/data/spm/coco.model
+The pair of runs (the first is configs/pretrain.py's; the second reads its newest
+checkpoint and uses its tokenizer):
 
-Once before (see sdict_jax/data/coco.py and train_tokenizer.py):
+  python -m sdict_jax.train --config configs/pretrain.py --workdir runs/pretrain \
+      --config.data.train_shards='/data/web/shards/data-*.array_record' \
+      --config.data.validation_shards=/data/web/heldout \
+      --config.data.tokenizer=/data/spm/web.model
+  python -m sdict_jax.train --config configs/coco_caption.py \
+      --workdir runs/coco_caption --config.init_from=runs/pretrain \
+      --config.data.tokenizer=/data/spm/web.model --config.data.data_dir=/data/tfds
+
+Fine-tuning, as the paper: the pre-trained parameters and Adam moments carry over,
+the peak learning rate is 1e-4 (pre-training: 1e-3) and the sparsity term stops after
+the first epoch (`loss.sparsity_until_step`, ~1,770 steps: 113,287 Karpathy train
+images at batch 64). The model block is configs/pretrain.py's `model_config()`, so
+the checkpoint fits; the tokenizer must be the pre-training one (init_from stops with
+an error naming both otherwise). A stopped run resumes from runs/coco_caption, not
+runs/pretrain.
+
+Once before (see sdict_jax/data/coco.py):
 
   python -m sdict_jax.data.coco --data_dir=/data/tfds    # downloads ~20 GB
+
+From scratch instead (no --config.init_from), raise the learning rate
+(--config.optim.lr=1e-3) and, if you like, train a tokenizer on COCO alone:
+
   python -m sdict_jax.data.train_tokenizer --config configs/coco_caption.py \
       --config.data.data_dir=/data/tfds --output=/data/spm/coco --vocab_size=8000 \
       --max_texts=200000
@@ -14,7 +35,19 @@ Evaluation during training captions the Karpathy `val` split (5,000 images). Run
 and CIDEr: not measured yet (an accelerator-sized run).
 """
 
+import importlib.util
+import os
+
 import ml_collections
+
+
+def _pretrain_config():
+  """configs/pretrain.py (not a package: loaded by path)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
+  spec = importlib.util.spec_from_file_location("configs_pretrain", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -24,7 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = dict(
       name="coco_captions",
       data_dir="",  # TFDS data dir; "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
-      tokenizer="",  # SentencePiece .model (required; see the docstring)
+      tokenizer="",  # SentencePiece .model (required): pre-training's when fine-tuning
       image_size=224,
       max_text_len=16,
       max_caption_len=32,
@@ -35,23 +68,14 @@ def get_config() -> ml_collections.ConfigDict:
       randaugment_magnitude=9,
   )
 
-  config.model = dict(
-      mixer="sdict",  # "sdict" | "attention" | "fnet"
-      width=384,
-      mlp_ratio=4,
-      num_atoms=64,
-      patch_size=16,  # 14 x 14 patches at 224
-      vision_layers=6,
-      text_layers=1,
-      fusion_layers=2,
-      decoder_layers=4,
-      num_heads=6,  # attention baseline only
-      ridge=1e-3,
-      sdict_method="dense",
-      tie_vision_atoms=False,
-      vision_position=True,
-      max_text_len=64,
-  )
+  # The pre-trained model (init_from needs the same parameters, heads aside).
+  config.model = _pretrain_config().model_config()
+
+  # Start from another run's checkpoint (sdict_jax/init_from.py); "" = from scratch.
+  config.init_from = ""  # e.g. runs/pretrain
+  config.init_from_step = ml_collections.config_dict.placeholder(int)  # None: newest
+  config.init_exclude = ()  # regexes of parameter paths to initialise afresh
+  config.init_optimizer = True  # carry Adam's moments over with their parameters
 
   config.loss = dict(
       caption=1.0,
@@ -63,11 +87,12 @@ def get_config() -> ml_collections.ConfigDict:
       recon_anneal_steps=5000,
       recon_noise=0.1,
       sparsity=1e-4,
+      sparsity_until_step=1770,  # off after the first epoch (the paper's fine-tuning)
   )
 
   config.optim = dict(
-      lr=1e-3,
-      warmup_steps=2000,
+      lr=1e-4,  # fine-tuning's lower peak (pre-training: 1e-3)
+      warmup_steps=1000,
       weight_decay=0.05,
       clip_norm=1.0,
       b1=0.9,

@@ -14,24 +14,56 @@ img2dataset's webdataset output:
       --config.data.train_shards='/data/web/shards/data-*.array_record' \
       --output=/data/spm/web --vocab_size=32000
 
-Model: the shapes config's model block for now (configs/sdict_1p1b.py, the 1.1B
-target of this config, does not exist yet; reuse its model block once it does).
-Runtime and results: not measured yet.
-"""
+Then fine-tune from it (the paper's recipe; sdict_jax/init_from.py, README
+"Fine-tuning from a pre-trained run"), with this run's tokenizer:
 
-import importlib.util
-import os
+  python -m sdict_jax.train --config configs/vqav2.py --workdir runs/vqav2 \
+      --config.init_from=runs/pretrain --config.data.tokenizer=/data/spm/web.model \
+      --config.data.vqa_dir=/data/vqav2 --config.data.coco_dir=/data/coco
+  python -m sdict_jax.train --config configs/coco_caption.py \
+      --workdir runs/coco_caption --config.init_from=runs/pretrain \
+      --config.data.tokenizer=/data/spm/web.model --config.data.data_dir=/data/tfds
+
+Model: `model_config()`, shared with configs/vqav2.py and configs/coco_caption.py so
+that their runs can start from this one's checkpoint (width 384; configs/sdict_1p1b.py
+is the 1.1B scale-up). Runtime and results: not measured yet.
+"""
 
 import ml_collections
 
 
-def _sibling_config(name: str) -> ml_collections.ConfigDict:
-  """get_config() of another file in configs/ (not a package: load it by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+def model_config() -> ml_collections.ConfigDict:
+  """The model pre-trained here and fine-tuned by vqav2.py and coco_caption.py.
+
+  One block for the three, so that a fine-tuning run can start from this one's
+  checkpoint: the real-image size these configs had (width 384, K 64, 16-pixel
+  patches), with the deeper of their text/fusion stacks (VQA) and of their decoders
+  (captions). Pre-training on captions leaves the text encoder to VQA fine-tuning.
+  """
+  return ml_collections.ConfigDict(dict(
+      mixer="sdict",  # "sdict" | "attention" | "fnet"
+      width=384,
+      mlp_ratio=4,
+      num_atoms=64,
+      # None: num_atoms (a 14 x 14 grid has 100 real frequencies); set it per run,
+      # to the same value when fine-tuning.
+      vision_atoms=ml_collections.config_dict.placeholder(int),
+      patch_size=16,  # 14 x 14 patches at 224 px
+      vision_layers=6,
+      text_layers=2,
+      fusion_layers=4,
+      decoder_layers=4,
+      num_heads=6,  # attention baseline only
+      ridge=1e-3,
+      sdict_method="dense",
+      tie_vision_atoms=False,
+      vision_position=True,
+      question_gate=True,  # as configs/shapes.py (README, "The question reaches ...")
+      max_text_len=64,
+      # Caption positions for pre-training's 48-token captions, so the fine-tuning
+      # configs' shorter captions use the same parameter.
+      max_caption_len=48,
+  ))
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -53,7 +85,13 @@ def get_config() -> ml_collections.ConfigDict:
       randaugment_magnitude=9,
   )
 
-  config.model = _sibling_config("shapes").model
+  config.model = model_config()
+
+  # Start from another run's checkpoint (sdict_jax/init_from.py); "" = from scratch.
+  config.init_from = ""
+  config.init_from_step = ml_collections.config_dict.placeholder(int)  # None: newest
+  config.init_exclude = ()  # regexes of parameter paths to initialise afresh
+  config.init_optimizer = True  # carry Adam's moments over with their parameters
 
   config.loss = dict(
       caption=1.0,
@@ -65,6 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
       recon_anneal_steps=20_000,
       recon_noise=0.1,
       sparsity=1e-4,
+      sparsity_until_step=0,  # 0: the sparsity term throughout pre-training
   )
 
   config.optim = dict(

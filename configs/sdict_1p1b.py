@@ -43,7 +43,7 @@ NUM_ANSWERS = 3_129  # VQAv2 convention
 
 
 def model_config():
-  """The 1.1B model block, shared with configs/pretrain.py."""
+  """The 1.1B model block (the scale-up of configs/pretrain.py's width-384 model)."""
   return dict(
       mixer="sdict",
       width=2176,

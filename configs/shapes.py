@@ -63,6 +63,12 @@ def get_config() -> ml_collections.ConfigDict:
       max_text_len=64,  # upper bound for learned 1-D positions (attention/fnet)
   )
 
+  # Start from another run's checkpoint (sdict_jax/init_from.py); "" = from scratch.
+  config.init_from = ""
+  config.init_from_step = ml_collections.config_dict.placeholder(int)  # None: newest
+  config.init_exclude = ()  # regexes of parameter paths to initialise afresh
+  config.init_optimizer = True  # carry Adam's moments over with their parameters
+
   config.loss = dict(
       caption=1.0,
       vqa=1.0,
@@ -73,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
       recon_anneal_steps=2000,
       recon_noise=0.1,
       sparsity=1e-4,  # λ1 · mean |C|
+      sparsity_until_step=0,  # the term stops at this step; 0: never
   )
 
   config.optim = dict(

@@ -1,12 +1,29 @@
-r"""SDict-VLM on VQAv2 (official question/annotation files + COCO 2014 images).
+r"""SDict-VLM on VQAv2 (official question/annotation files + COCO 2014 images),
+fine-tuned from caption pre-training as in the paper.
 
+The pair of runs (the first is configs/pretrain.py's; the second reads its newest
+checkpoint and uses its tokenizer):
+
+  python -m sdict_jax.train --config configs/pretrain.py --workdir runs/pretrain \
+      --config.data.train_shards='/data/web/shards/data-*.array_record' \
+      --config.data.validation_shards=/data/web/heldout \
+      --config.data.tokenizer=/data/spm/web.model
   python -m sdict_jax.train --config configs/vqav2.py --workdir runs/vqav2 \
-      --config.data.vqa_dir=/data/vqav2 --config.data.coco_dir=/data/coco \
-      --config.data.tokenizer=/data/spm/vqa.model
+      --config.init_from=runs/pretrain --config.data.tokenizer=/data/spm/web.model \
+      --config.data.vqa_dir=/data/vqav2 --config.data.coco_dir=/data/coco
+
+Fine-tuning, as the paper: the pre-trained parameters and Adam moments carry over
+(the answer head, new, is initialised afresh and listed in the log), the peak
+learning rate is 1e-4 (pre-training: 1e-3) and the sparsity term stops after the
+first epoch (`loss.sparsity_until_step`, ~3,470 steps: 443,757 train2014 questions at
+batch 128). The model block is configs/pretrain.py's `model_config()`, so the
+checkpoint fits; the tokenizer must be the pre-training one (init_from stops with an
+error naming both otherwise). A stopped run resumes from runs/vqav2, not runs/pretrain.
 
 `vqa_dir` holds v2_OpenEnded_mscoco_{train,val}2014_questions.json and
 v2_mscoco_{train,val}2014_annotations.json; `coco_dir` holds train2014/ and val2014/.
-The tokenizer, once before (reads only the question texts, no images):
+From scratch instead (no --config.init_from), raise the learning rate
+(--config.optim.lr=1e-3) and, if you like, train a tokenizer on the questions alone:
 
   python -m sdict_jax.data.train_tokenizer --config configs/vqav2.py \
       --config.data.vqa_dir=/data/vqav2 --config.data.coco_dir=/data/coco \
@@ -17,7 +34,19 @@ split) with --config.data.trainval=True. Runtime and VQA accuracy: not measured 
 accelerator-sized run).
 """
 
+import importlib.util
+import os
+
 import ml_collections
+
+
+def _pretrain_config():
+  """configs/pretrain.py (not a package: loaded by path)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
+  spec = importlib.util.spec_from_file_location("configs_pretrain", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -29,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
       vqa_dir="",  # official JSON files (required)
       coco_dir="",  # COCO 2014 image root (required)
       cache_dir="",  # answer-vocabulary cache; "" = ~/.cache/sdict_jax
-      tokenizer="",  # SentencePiece .model (required; see the docstring)
+      tokenizer="",  # SentencePiece .model (required): pre-training's when fine-tuning
       answer_vocab_size=3129,
       trainval=False,  # train on train2014 + val2014 minus minival
       minival_images=1000,  # held out of val2014 when trainval
@@ -43,23 +72,14 @@ def get_config() -> ml_collections.ConfigDict:
       randaugment_magnitude=9,
   )
 
-  config.model = dict(
-      mixer="sdict",  # "sdict" | "attention" | "fnet"
-      width=384,
-      mlp_ratio=4,
-      num_atoms=64,
-      patch_size=16,  # 14 x 14 patches at 224
-      vision_layers=6,
-      text_layers=2,
-      fusion_layers=4,
-      decoder_layers=1,  # unused without caption loss, kept small
-      num_heads=6,  # attention baseline only
-      ridge=1e-3,
-      sdict_method="dense",
-      tie_vision_atoms=False,
-      vision_position=True,
-      max_text_len=64,
-  )
+  # The pre-trained model (init_from needs the same parameters, heads aside).
+  config.model = _pretrain_config().model_config()
+
+  # Start from another run's checkpoint (sdict_jax/init_from.py); "" = from scratch.
+  config.init_from = ""  # e.g. runs/pretrain
+  config.init_from_step = ml_collections.config_dict.placeholder(int)  # None: newest
+  config.init_exclude = ()  # regexes of parameter paths to initialise afresh
+  config.init_optimizer = True  # carry Adam's moments over with their parameters
 
   config.loss = dict(
       caption=0.0,  # VQAv2 has no captions
@@ -71,11 +91,12 @@ def get_config() -> ml_collections.ConfigDict:
       recon_anneal_steps=5000,
       recon_noise=0.1,
       sparsity=1e-4,
+      sparsity_until_step=3500,  # off after the first epoch (the paper's fine-tuning)
   )
 
   config.optim = dict(
-      lr=1e-3,
-      warmup_steps=2000,
+      lr=1e-4,  # fine-tuning's lower peak (pre-training: 1e-3)
+      warmup_steps=1000,
       weight_decay=0.05,
       clip_norm=1.0,
       b1=0.9,

@@ -15,6 +15,27 @@ import grain
 import orbax.checkpoint as ocp
 
 
+ITEMS = ("state", "data")
+
+
+def read_only_manager(directory: str) -> ocp.CheckpointManager:
+  """A manager that reads `directory` and never writes, creates or moves anything."""
+  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                               item_names=ITEMS)
+
+
+def steps_in(directory: str) -> list[int]:
+  """Steps of the complete checkpoints in `directory` ([] if none or no directory)."""
+  if not os.path.isdir(directory):
+    return []
+  manager = read_only_manager(directory)
+  try:
+    return sorted(manager.all_steps())
+  finally:
+    manager.close()
+
+
 class Checkpointer:
   """CheckpointManager for {'state': train state pytree, 'data': Grain iterator}."""
 
@@ -26,7 +47,7 @@ class Checkpointer:
 
   def _open(self):
     return ocp.CheckpointManager(self.directory, options=self._options,
-                                 item_names=("state", "data"))
+                                 item_names=ITEMS)
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())

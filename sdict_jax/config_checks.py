@@ -1,5 +1,7 @@
 """Checks a config before anything is compiled or read, naming the field and the fix."""
 
+import re
+
 from sdict_jax import mixers
 from sdict_jax import spectral
 from sdict_jax.data import sources
@@ -78,3 +80,37 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(config.loss.recon_floor > 0,
            f"config.loss.recon_floor={config.loss.recon_floor}; the reconstruction "
            f"weight anneals to a floor > 0 and is never switched off (SPEC §2).")
+  until = config.loss.get("sparsity_until_step")
+  _require(until is None or (isinstance(until, int) and until >= 0),
+           f"config.loss.sparsity_until_step={until!r}; use a step >= 0 (the sparsity "
+           f"term stops there) or 0 / None to keep it on.")
+  _validate_init_from(config)
+
+
+def _validate_init_from(config):
+  """The fields of sdict_jax/init_from.py (their paths are checked when read: a run
+  that resumes from its own checkpoint no longer needs its source)."""
+  source = config.get("init_from", "")
+  step = config.get("init_from_step")
+  exclude = config.get("init_exclude", ()) or ()
+  _require(step is None or source,
+           f"config.init_from_step={step} without config.init_from; set "
+           f"config.init_from to the run's workdir, or drop the step.")
+  _require(step is None or (isinstance(step, int) and step >= 0),
+           f"config.init_from_step={step!r}; use a checkpoint step (>= 0) of "
+           f"config.init_from.")
+  _require(not exclude or source,
+           f"config.init_exclude={tuple(exclude)} without config.init_from: nothing is "
+           f"loaded, so nothing can be excluded; set config.init_from or drop it.")
+  _require(isinstance(config.get("init_optimizer", True), bool),
+           f"config.init_optimizer={config.get('init_optimizer')!r}; use True (carry "
+           f"Adam's moments over) or False (fresh optimizer state).")
+  for pattern in exclude:
+    _require(isinstance(pattern, str),
+             f"config.init_exclude holds {pattern!r}; give regexes of parameter paths "
+             f"as strings, e.g. ('vqa_head_1/.*',).")
+    try:
+      re.compile(pattern)
+    except re.error as error:
+      raise ConfigError(f"config.init_exclude pattern {pattern!r} is not a regex "
+                        f"({error}); fix it, e.g. 'token_embedding/.*'.") from None

@@ -63,6 +63,14 @@ def reconstruction_weight(step, start, floor, anneal_steps):
   return start + (floor - start) * progress
 
 
+def sparsity_weight(step, weight, until_step=None):
+  """λ₁ before `until_step`, 0 from it on (fine-tuning switches the sparsity
+  pressure off after its first epoch, as the paper does); 0 or None: always λ₁."""
+  if not until_step:
+    return weight
+  return jnp.where(step < until_step, weight, 0.0)
+
+
 def auxiliary_losses(aux_collection) -> dict:
   """Mean over SDict layers of each auxiliary loss sown into the 'aux' collection."""
   sums, counts = {}, {}
@@ -94,6 +102,8 @@ def total_loss(outputs, batch, aux_collection, step, loss_config):
     loss = loss + beta * aux["reconstruction"]
   if "sparsity" in aux:
     parts["sparsity_loss"] = aux["sparsity"]
-    loss = loss + loss_config.sparsity * aux["sparsity"]
+    lambda1 = sparsity_weight(step, loss_config.sparsity,
+                              loss_config.get("sparsity_until_step"))
+    loss = loss + lambda1 * aux["sparsity"]
   parts["loss"] = loss
   return loss, parts

@@ -27,6 +27,7 @@ import ml_collections
 from ml_collections import config_flags
 import orbax.checkpoint as ocp
 
+from sdict_jax import checkpointing
 from sdict_jax import decoding
 from sdict_jax import model as model_lib
 from sdict_jax import sharding
@@ -46,20 +47,12 @@ def checkpoint_directory(workdir: str) -> str:
 
 
 def _manager(workdir: str) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(create=False, read_only=True)
-  return ocp.CheckpointManager(checkpoint_directory(workdir), options=options,
-                               item_names=("state", "data"))
+  return checkpointing.read_only_manager(checkpoint_directory(workdir))
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
   """Steps of the complete checkpoints in the workdir (none: [])."""
-  if not os.path.isdir(checkpoint_directory(workdir)):
-    return []
-  manager = _manager(workdir)
-  try:
-    return sorted(manager.all_steps())
-  finally:
-    manager.close()
+  return checkpointing.steps_in(checkpoint_directory(workdir))
 
 
 def require_checkpoint(workdir: str) -> list[int]:

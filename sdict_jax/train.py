@@ -3,8 +3,10 @@ r"""Trains SDict-VLM (or a baseline) on captioning, VQA and grounding at once.
   python -m sdict_jax.train --config configs/shapes.py --workdir runs/shapes \
       [--config.model.mixer=attention] [--config.train.steps=500]
 
-Resumes from the newest readable checkpoint in --workdir. Writes
-<workdir>/metrics.jsonl, TensorBoard events and checkpoints.
+Resumes from the newest readable checkpoint in --workdir; a run whose workdir has
+none starts from --config.init_from=<another run's workdir> when set (fine-tuning,
+sdict_jax/init_from.py). Writes <workdir>/metrics.jsonl, TensorBoard events and
+checkpoints.
 """
 
 import functools
@@ -28,6 +30,7 @@ from sdict_jax import checkpointing
 from sdict_jax import config_checks
 from sdict_jax import distributed
 from sdict_jax import evaluators
+from sdict_jax import init_from
 from sdict_jax import losses
 from sdict_jax import metric_writers
 from sdict_jax import metrics
@@ -181,17 +184,16 @@ def main(argv):
 
   # ---------------------------------------------------------------- Devices, checks
   distributed.initialize()
-  config_checks.validate(config, num_devices=jax.device_count(),
-                         num_processes=jax.process_count(),
-                         num_local_devices=jax.local_device_count())
+  try:
+    config_checks.validate(config, num_devices=jax.device_count(),
+                           num_processes=jax.process_count(),
+                           num_local_devices=jax.local_device_count())
+  except config_checks.ConfigError as error:
+    sys.exit(f"ERROR: {error}")
   logging.info("%d processes, %d devices (%s)", jax.process_count(), jax.device_count(),
                jax.devices()[0].platform)
   mesh = sharding.make_mesh(config.mesh)
   jax.set_mesh(mesh)  # read by the model's sharding constraints and shard_maps
-  writer = metric_writers.MetricWriter(workdir)
-  if jax.process_index() == 0:  # evaluate / predict rebuild the model from it
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json())
 
   # ---------------------------------------------------------------- Input
   bundle = sources.load(config.data, "train")
@@ -237,11 +239,32 @@ def main(argv):
       donate_argnums=(0,))
 
   # ---------------------------------------------------------------- Checkpoint load
-  checkpointer = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  # The run's own newest checkpoint wins: a stopped fine-tuning run resumes from
+  # its workdir, not from init_from again. init_from is read before anything is
+  # written, so a bad one leaves both workdirs as they were.
+  fresh_state = lambda: jax.jit(init_state, out_shardings=state_shardings)(base_rng)
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+
+  def start_from_init_from():
+    try:
+      return init_from.initial_state(config, abstract_state, fresh_state)[0]
+    except init_from.InitFromError as error:
+      sys.exit(f"ERROR: {error}")
+
+  initial = None
+  if config.get("init_from") and not checkpointing.steps_in(checkpoint_dir):
+    initial = start_from_init_from()
+  writer = metric_writers.MetricWriter(workdir)
+  if jax.process_index() == 0:  # evaluate / predict rebuild the model from it
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json())
+  checkpointer = checkpointing.Checkpointer(checkpoint_dir,
+                                            keep=config.train.keep_checkpoints)
   state, start_step = checkpointer.restore_latest(abstract_state, train_iter)
   if state is None:
-    state = jax.jit(init_state, out_shardings=state_shardings)(base_rng)
+    if initial is None and config.get("init_from"):  # its own were all unreadable
+      initial = start_from_init_from()
+    state = initial if initial is not None else fresh_state()
     writer.write(0, {"num_params": num_params})
   else:
     logging.info("Resumed from step %d", start_step)
