@@ -89,6 +89,12 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.model = model_config()
 
+  # Start from another run's checkpoint (sdict_jax/init_from.py); "" = from scratch.
+  config.init_from = ""
+  config.init_from_step = ml_collections.config_dict.placeholder(int)  # None: newest
+  config.init_exclude = ()  # regexes of parameter paths to initialise afresh
+  config.init_optimizer = True  # carry Adam's moments over with their parameters
+
   config.loss = dict(
       caption=0.0,  # VQAv2 has no captions (configs/pretrain.py trains them)
       vqa=1.0,
