@@ -4,12 +4,15 @@ r"""Speed and memory of SDict against softmax attention and FNet, on this machin
   python -m sdict_jax.bench model    # whole-model training steps at equal parameters
   python -m sdict_jax.bench decode   # per-token latency of streaming decoding
   python -m sdict_jax.bench vision   # what the vision encoder learns in 300 steps
+  python -m sdict_jax.bench train    # a config's real training step per mixer, by part
 
 Each suite prints markdown tables and its targets (met / missed, with the
 ratio), and writes docs/bench_<suite>.json and docs/bench_<suite>_*.png (log-log
-plots). Every row of one table comes from one process run; a time is the
-minimum over several runs after compilation, interleaved across the rows of one
-size (bench_lib). Rows whose compiled memory exceeds --budget_gb, or whose
+plots); --tag _gpu makes those bench_<suite>_gpu.json and bench_<suite>_*_gpu.png,
+--out_dir puts them elsewhere. Every row of one table comes from one process run;
+a time is the minimum over several runs after compilation, interleaved across the
+rows of one size (bench_lib); `train` reports medians, and is described in
+bench_train. Rows whose compiled memory exceeds --budget_gb, or whose
 projected time per run exceeds --max_seconds, are reported as skipped.
 The README's Performance section has the results on 2 CPU cores and the wall times.
 """
@@ -30,22 +33,27 @@ import jax.numpy as jnp
 import ml_collections
 
 from sdict_jax import bench_lib
+from sdict_jax import bench_train
 from sdict_jax import mixers
 from sdict_jax import model as model_lib
 from sdict_jax import train
 from sdict_jax import vision_probe
 
-SUITES = ("mixers", "model", "decode", "vision")
+SUITES = ("mixers", "model", "decode", "vision", "train")
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "docs", "Where JSON and PNG files go.")
+_TAG = flags.DEFINE_string("tag", "", "Suffix of the output names, e.g. _gpu: "
+                           "bench_<suite>_gpu.json, bench_<suite>_*_gpu.png.")
 _SIZES = flags.DEFINE_list("sizes", [str(2**i) for i in range(8, 16)],
                            "mixers: sequence lengths N.")
 _WIDTH = flags.DEFINE_integer("d", 256, "Channels d of the mixers and the decode "
                               "operator; the SDict model's width.")
 _ATOMS = flags.DEFINE_integer("atoms", 64, "Atoms K.")
-_BATCH = flags.DEFINE_integer("batch", 1, "Batch size (mixers, model).")
+_BATCH = flags.DEFINE_integer("batch", 1, "Batch size (mixers, model; train: the "
+                              "config's unless given).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
-                           "Activation / compute dtype.")
+                           "Activation / compute dtype (train: the config's unless "
+                           "given).")
 _HEADS = flags.DEFINE_integer("heads", 1, "Attention heads of the bare operators "
                               "(1 head of width d: attention's smallest memory).")
 _BUDGET_GB = flags.DEFINE_float("budget_gb", 8.0, "Skip programs that need more.")
@@ -55,9 +63,10 @@ _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed runs per row (minimum taken
 _IMAGE_SIZES = flags.DEFINE_list("image_sizes", ["64", "128", "256", "512"],
                                  "model: image sizes in pixels.")
 _MODEL_MIXERS = flags.DEFINE_list("model_mixers", list(mixers.MIXERS),
-                                  "model: mixers to compare.")
+                                  "model, train: mixers to compare.")
 _BASE_CONFIG = flags.DEFINE_string("base_config", bench_lib.DEFAULT_CONFIG,
-                                   "model, decode: the experiment config to resize.")
+                                   "model, decode, vision: the experiment config to "
+                                   "resize; train: the config whose step is timed.")
 _POSITIONS = flags.DEFINE_list("positions", ["64", "128", "256", "512", "1024",
                                              "2048", "4096"],
                                "decode: positions (tokens already in the sequence).")
@@ -69,6 +78,11 @@ _VARIANTS = flags.DEFINE_list("variants", ["sdict", "sdict (paper)", "attention"
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 300, "vision: training steps.")
 _PROBE_BATCH = flags.DEFINE_integer("probe_batch", 64, "vision: batch size.")
 _PROBE_LR = flags.DEFINE_float("probe_lr", 3e-3, "vision: peak learning rate.")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "train: back-to-back steps "
+                                    "(or part calls) per timed sample.")
+_BREAKDOWN = flags.DEFINE_bool("breakdown", True, "train: also time the step's parts.")
+_PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20, "train: input "
+                                         "batches timed.")
 
 
 # ---------------------------------------------------------------------------
@@ -132,7 +146,7 @@ def mixer_targets(rows):
   return targets
 
 
-def report_mixers(rows, out_dir):
+def report_mixers(rows, path):
   tables = {}
   for title, key, scale, fmt in (("fwd+bwd time (ms)", "time_ms", 1, "{:.2f}"),
                                  ("compiled temp memory (MB)", "temp_bytes", 1e6,
@@ -148,7 +162,7 @@ def report_mixers(rows, out_dir):
     for r in rows:
       if r["status"] == "ok":
         series.setdefault(r["mixer"], []).append((r["n"], r[key]))
-    bench_lib.loglog_plot(os.path.join(out_dir, f"bench_mixers_{suffix}.png"), series,
+    bench_lib.loglog_plot(path(f"bench_mixers_{suffix}.png"), series,
                           xlabel="sequence length N", ylabel=label,
                           title="Token mixers alone, forward + backward")
   return tables
@@ -219,7 +233,7 @@ def model_targets(rows):
           for patches, bound in ((1024, 1.3), (4096, 2.5))]
 
 
-def report_model(rows, out_dir):
+def report_model(rows, path):
   columns = [("mixer", "mixer"), ("image_size", "px"), ("patches", "patches"),
              ("width", "width"), ("params", "params"), ("step_ms", "ms/step"),
              ("examples_per_s", "examples/s"), ("patches_per_s", "patches/s"),
@@ -232,7 +246,7 @@ def report_model(rows, out_dir):
   for r in rows:
     if r["status"] == "ok":
       series.setdefault(r["mixer"], []).append((r["patches"], r["examples_per_s"]))
-  bench_lib.loglog_plot(os.path.join(out_dir, "bench_model_throughput.png"), series,
+  bench_lib.loglog_plot(path("bench_model_throughput.png"), series,
                         xlabel="image patches", ylabel="training examples / s",
                         title="Whole-model training throughput, equal parameters")
   return {"training step": bench_lib.markdown_table(rows, columns, formats)}
@@ -284,7 +298,7 @@ def decode_targets(rows):
           for level in ("model", "operator")]
 
 
-def report_decode(rows, out_dir):
+def report_decode(rows, path):
   tables, series = {}, {}
   for level in ("model", "operator"):
     table, columns = bench_lib.pivot([r for r in rows if r["level"] == level],
@@ -294,7 +308,7 @@ def report_decode(rows, out_dir):
   for r in rows:
     series.setdefault(f"{r['mixer']} ({r['level']})", []).append(
         (r["position"], r["us_per_token"]))
-  bench_lib.loglog_plot(os.path.join(out_dir, "bench_decode_latency.png"), series,
+  bench_lib.loglog_plot(path("bench_decode_latency.png"), series,
                         xlabel="position (tokens already in the sequence)",
                         ylabel="µs per token",
                         title="Streaming decoding: per-token latency")
@@ -379,7 +393,7 @@ def vision_targets(rows):
   return targets
 
 
-def report_vision(rows, out_dir):
+def report_vision(rows, path):
   tables, panels, xlabels = {}, {}, {}
   for task in dict.fromkeys(r["task"] for r in rows):
     task_rows = [r for r in rows if r["task"] == task]
@@ -412,7 +426,7 @@ def report_vision(rows, out_dir):
                         else "training seconds (compilation included)")
       panels[panel] = {r["variant"]: [(p[key], p["accuracy"]) for p in r["curve"]]
                        for r in task_rows}
-  bench_lib.curves_plot(os.path.join(out_dir, "bench_vision_curves.png"), panels,
+  bench_lib.curves_plot(path("bench_vision_curves.png"), panels,
                         xlabels=xlabels, ylabel="held-out accuracy (chance 0.2)",
                         title="Vision encoder probes, equal parameters")
   return tables
@@ -425,10 +439,18 @@ def report_vision(rows, out_dir):
 _SUITE_FUNCTIONS = {"mixers": (run_mixers, mixer_targets, report_mixers),
                     "model": (run_model, model_targets, report_model),
                     "decode": (run_decode, decode_targets, report_decode),
-                    "vision": (run_vision, vision_targets, report_vision)}
+                    "vision": (run_vision, vision_targets, report_vision),
+                    "train": (bench_train.run_train, bench_train.train_targets,
+                              bench_train.report_train)}
 
 
-def run_suite(suite: str, out_dir: str, **settings) -> dict:
+def output_path(out_dir: str, name: str, tag: str = "") -> str:
+  """out_dir/name with `tag` before the extension (bench_x.json → bench_x_gpu.json)."""
+  stem, extension = os.path.splitext(name)
+  return os.path.join(out_dir, stem + tag + extension)
+
+
+def run_suite(suite: str, out_dir: str, *, tag: str = "", **settings) -> dict:
   """Runs one suite, writes its JSON and plots, returns the JSON record."""
   if suite not in SUITES:
     raise ValueError(f"Unknown suite {suite!r}; choose one of {SUITES}.")
@@ -439,9 +461,10 @@ def run_suite(suite: str, out_dir: str, **settings) -> dict:
   rows = run(**settings)
   if suite == "model":
     rows, record["matmul_peak_flops"] = rows
-  record.update(rows=rows, targets=judge(rows), tables=report(rows, out_dir),
+  path = functools.partial(output_path, out_dir, tag=tag)
+  record.update(rows=rows, targets=judge(rows), tables=report(rows, path),
                 wall_seconds=time.perf_counter() - start)
-  bench_lib.write_json(os.path.join(out_dir, f"bench_{suite}.json"), record)
+  bench_lib.write_json(path(f"bench_{suite}.json"), record)
   return record
 
 
@@ -456,6 +479,13 @@ def settings_from_flags(suite: str) -> dict:
                 model_mixers=list(_MODEL_MIXERS.value), base_config=_BASE_CONFIG.value,
                 width=_WIDTH.value, batch=_BATCH.value, budget_gb=_BUDGET_GB.value,
                 max_seconds=_MAX_SECONDS.value, repeats=_REPEATS.value)
+  if suite == "train":  # the config's own batch, dtype and width unless given
+    return dict(base_config=_BASE_CONFIG.value, train_mixers=list(_MODEL_MIXERS.value),
+                batch=_BATCH.value if _BATCH.present else None,
+                dtype=_DTYPE.value if _DTYPE.present else None,
+                width=_WIDTH.value if _WIDTH.present else None,
+                steps=_TRAIN_STEPS.value, repeats=_REPEATS.value,
+                breakdown=_BREAKDOWN.value, pipeline_batches=_PIPELINE_BATCHES.value)
   if suite == "vision":
     return dict(tasks=list(_TASKS.value), variants=list(_VARIANTS.value),
                 base_config=_BASE_CONFIG.value, steps=_PROBE_STEPS.value,
@@ -471,12 +501,13 @@ def main(argv):
     raise app.UsageError(f"Usage: python -m sdict_jax.bench {{{'|'.join(SUITES)}}} "
                          "[--flags]")
   suite = argv[1]
-  record = run_suite(suite, _OUT_DIR.value, **settings_from_flags(suite))
+  record = run_suite(suite, _OUT_DIR.value, tag=_TAG.value,
+                     **settings_from_flags(suite))
   for title, table in record["tables"].items():
     print(f"\n{suite}: {title}\n\n{table}")
   print("\n" + "\n".join(f"- {t['name']}: {t['verdict']}" for t in record["targets"]))
   print(f"\n{suite} suite: {record['wall_seconds']:.0f} s; wrote "
-        f"{_OUT_DIR.value}/bench_{suite}.json and plots.")
+        f"{output_path(_OUT_DIR.value, f'bench_{suite}.json', _TAG.value)} and plots.")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ class Program:
 
 def compile_program(fn: Callable, args, donate_argnums=()) -> Program:
   """jit → lower → compile, with memory and FLOPs from XLA's analyses."""
-  compiled = jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile()
+  return analyse(jax.jit(fn, donate_argnums=donate_argnums).lower(*args).compile())
+
+
+def analyse(compiled) -> Program:
+  """A compiled program with its memory (memory_analysis) and FLOPs (cost_analysis)."""
   memory = compiled.memory_analysis()
   temp = int(memory.temp_size_in_bytes)
   total = temp + int(memory.argument_size_in_bytes) + int(memory.output_size_in_bytes)
@@ -56,6 +60,28 @@ def compile_program(fn: Callable, args, donate_argnums=()) -> Program:
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost["flops"]) if cost and cost.get("flops", -1) > 0 else None
   return Program(compiled, temp, total, flops)
+
+
+def time_rounds(runners: dict[str, Callable[[], Any]], *, repeats: int,
+                calls: int = 1) -> dict[str, list[float]]:
+  """Seconds per call of each runner: one sample per round, `repeats` rounds.
+
+  Round-robin (a, b, c, a, b, c, ...), so that a burst of background load hits
+  every runner alike. A sample is `calls` back-to-back calls with one
+  `block_until_ready` at the end (dispatch overlaps the previous call, as in a
+  training loop), divided by `calls`. Each runner is called once first (warm-up).
+  """
+  for run in runners.values():
+    jax.block_until_ready(run())
+  samples = {name: [] for name in runners}
+  for _ in range(repeats):
+    for name, run in runners.items():
+      start = time.perf_counter()
+      for _ in range(calls):
+        out = run()
+      jax.block_until_ready(out)
+      samples[name].append((time.perf_counter() - start) / calls)
+  return samples
 
 
 def time_interleaved(runners: dict[str, Callable[[], Any]], *, repeats: int,
@@ -380,6 +406,44 @@ def loglog_plot(path: str, series: dict[str, list[tuple[float, float]]], *,
   axes.set_xscale("log", base=2)
   axes.grid(True, which="both", alpha=0.3)
   axes.legend(fontsize=8)
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  figure.savefig(path)
+  plt.close(figure)
+
+
+def stacked_bars_plot(path: str, bars: dict[str, dict[str, float]], *,
+                      marks: dict[str, float], mark_label: str, line: Optional[float],
+                      line_label: str, xlabel: str, title: str):
+  """Horizontal bars, one per key of `bars`, stacked from its (segment → value).
+
+  `marks[bar]` draws a tick at a measured total (e.g. the whole step) on that
+  bar; `line` a dashed vertical line across all bars. Negative segments (a
+  difference of two noisy times) are drawn as 0.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  figure, axes = plt.subplots(figsize=(7.4, 1.2 + 0.7 * len(bars)), dpi=110)
+  segments = list(dict.fromkeys(s for parts in bars.values() for s in parts))
+  colors = plt.get_cmap("tab10")
+  names = list(bars)
+  for i, segment in enumerate(segments):
+    widths = [max(bars[b].get(segment, 0.0), 0.0) for b in names]
+    lefts = [sum(max(v, 0.0) for s, v in bars[b].items()
+                 if segments.index(s) < i) for b in names]
+    axes.barh(names, widths, left=lefts, color=colors(i % 10), label=segment,
+              height=0.55)
+  for i, name in enumerate(names):
+    if name in marks:
+      axes.plot([marks[name]] * 2, [i - 0.38, i + 0.38], color="black", lw=2,
+                label=mark_label if i == 0 else None)
+  if line is not None:
+    axes.axvline(line, color="gray", ls="--", label=line_label)
+  axes.invert_yaxis()
+  axes.set(xlabel=xlabel, title=title)
+  axes.grid(True, axis="x", alpha=0.3)
+  axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
   figure.tight_layout()
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   figure.savefig(path)

@@ -33,7 +33,6 @@ from sdict_jax import evaluators
 from sdict_jax import init_from
 from sdict_jax import losses
 from sdict_jax import metric_writers
-from sdict_jax import metrics
 from sdict_jax import model as model_lib
 from sdict_jax import sharding
 from sdict_jax.data import augment
@@ -128,6 +127,20 @@ def example_batch(config, batch_size: int, num_answers: int) -> dict:
       config.data.get("questions_per_image", 1))
 
 
+def make_train_data(config, bundle):
+  """This process's share of the training stream (bench train times it too)."""
+  return pipeline.make_dataset(
+      bundle.source, tokenizer=bundle.tokenizer, answer_vocab=bundle.answer_vocab,
+      image_size=config.data.image_size,
+      batch_size=config.train.batch_size // jax.process_count(),
+      max_text_len=config.data.max_text_len,
+      max_caption_len=config.data.max_caption_len, seed=config.seed, train=True,
+      image_transform=augment.make_image_transform(config.data),
+      questions_per_image=config.data.get("questions_per_image", 1),
+      shard_index=jax.process_index(),
+      shard_count=jax.process_count(), worker_count=config.data.worker_count)
+
+
 def make_init_state(model, optimizer, example):
   """rng → a fresh train state {'params', 'opt_state', 'step'}.
 
@@ -197,17 +210,7 @@ def main(argv):
 
   # ---------------------------------------------------------------- Input
   bundle = sources.load(config.data, "train")
-  train_data = pipeline.make_dataset(
-      bundle.source, tokenizer=bundle.tokenizer, answer_vocab=bundle.answer_vocab,
-      image_size=config.data.image_size,
-      batch_size=config.train.batch_size // jax.process_count(),
-      max_text_len=config.data.max_text_len,
-      max_caption_len=config.data.max_caption_len, seed=config.seed, train=True,
-      image_transform=augment.make_image_transform(config.data),
-      normalize_answer=metrics.normalize_answer,
-      questions_per_image=config.data.get("questions_per_image", 1),
-      shard_index=jax.process_index(),
-      shard_count=jax.process_count(), worker_count=config.data.worker_count)
+  train_data = make_train_data(config, bundle)
   train_iter = iter(train_data)
 
   # ---------------------------------------------------------------- Model, optimizer

@@ -2,14 +2,19 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from sdict_jax import bench
 from sdict_jax import bench_lib
+from sdict_jax import bench_train
 from sdict_jax import mixers
 
-TINY_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "tiny.py")
+REPO = os.path.join(os.path.dirname(__file__), "..")
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+DEVICE_CHECK = os.path.join(REPO, "launch", "device_check.sh")
 RECORD_KEYS = {"suite", "settings", "machine", "rows", "targets", "tables",
                "wall_seconds"}
 TARGET_KEYS = {"name", "ratio", "bound", "met", "verdict"}
@@ -187,3 +192,121 @@ def test_ridge_readout_reads_what_the_features_hold():
       x[:400], labels[:400], x[400:], labels[400:], ridge_per_feature=0.1)
   assert accuracy(informative) > 0.95
   assert accuracy(noise) < 0.35  # chance is 0.2
+
+
+# ---------------------------------------------------------------------------
+# bench train and launch/device_check.sh
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_suite_times_the_real_step_per_mixer_and_its_parts(tmp_path):
+  bench.run_suite("train", str(tmp_path), tag="_test", base_config=TINY_CONFIG,
+                  train_mixers=["sdict", "fnet"], batch=4, dtype=None, width=None,
+                  steps=1, repeats=2, breakdown=True, pipeline_batches=2)
+  saved = _saved(tmp_path, "train_test")
+  assert RECORD_KEYS <= set(saved) and saved["suite"] == "train"
+  steps = {r["mixer"]: r for r in saved["rows"] if r["kind"] == "step"}
+  assert set(steps) == {"sdict", "fnet"}
+  for row in steps.values():
+    assert row["batch"] == 4 and row["config"] == "tiny.py", row
+    assert row["ms_per_step"] >= row["ms_min"] > 0 and len(row["samples_ms"]) == 2
+    assert row["steps_per_s"] == pytest.approx(1e3 / row["ms_per_step"])
+  assert steps["sdict"]["time_vs_sdict"] == 1.0
+  # FNet gets SDict's parameter count (train.build_model), within a width step.
+  assert abs(steps["fnet"]["params"] / steps["sdict"]["params"] - 1) < 0.25
+  parts = {(r["mixer"], r["part"]): r for r in saved["rows"] if r["kind"] == "part"}
+  assert set(parts) == {(m, p) for m in steps for p in bench_train.PARTS}
+  for (mixer, part), row in parts.items():
+    if not row["derived"]:
+      assert row["ms"] > 0 and row["flops"] > 0, row
+  # Derived rows are differences and sums of the measured ones.
+  at = lambda part: parts[("sdict", part)]["ms"]
+  assert at("fusion_text") == pytest.approx(at("fusion_text_with_encoder") - at("text"))
+  assert at("sum") == pytest.approx(sum(at(p) for p in bench_train.IN_SUM))
+  assert parts[("sdict", "auxiliary")]["flops"] > 0  # SDict's losses cost something
+  assert parts[("fnet", "auxiliary")]["flops"] == 0  # FNet has none
+  pipeline = [r for r in saved["rows"] if r["kind"] == "pipeline"]
+  assert len(pipeline) == 1 and pipeline[0]["ms_per_batch"] > 0
+  assert [t["met"] is None for t in saved["targets"]] == [True, False, False]
+  assert "| mixer | width |" in saved["tables"]["training step"]
+  assert "vision encoder" in saved["tables"]["breakdown, ms fwd+bwd (share of the step)"]
+  _assert_png(tmp_path / "bench_train_test.png")
+
+
+def _train_rows(sdict_ms, attention_ms, fnet_ms, pipeline_ms):
+  rows = [{"kind": "step", "mixer": m, "config": "shapes.py", "ms_per_step": ms,
+           "steps_per_s": 1e3 / ms} for m, ms in (("sdict", sdict_ms),
+                                                  ("attention", attention_ms),
+                                                  ("fnet", fnet_ms))]
+  return rows + [{"kind": "pipeline", "ms_per_batch": pipeline_ms}]
+
+
+def test_train_targets_are_the_issues_ratios_of_steps_per_second_and_time():
+  targets = bench_train.train_targets(_train_rows(500.0, 700.0, 450.0, 100.0))
+  speed, time_ratio, pipeline = targets
+  assert speed["name"].startswith("shapes.py: SDict training steps/s ≥ 1.3×")
+  assert speed["ratio"] == pytest.approx(1.4) and speed["met"] is True
+  assert time_ratio["ratio"] == pytest.approx(500 / 450) and time_ratio["met"] is True
+  assert pipeline["ratio"] == pytest.approx(0.2) and pipeline["met"] is True
+  slow = bench_train.train_targets(_train_rows(1000.0, 700.0, 450.0, 1500.0))
+  assert [t["met"] for t in slow] == [False, False, False]
+
+
+def test_output_names_carry_the_tag_before_the_extension():
+  assert bench.output_path("docs", "bench_mixers.json", "_gpu") == os.path.join(
+      "docs", "bench_mixers_gpu.json")
+  assert bench.output_path("d", "bench_mixers_time.png") == os.path.join(
+      "d", "bench_mixers_time.png")
+
+
+def test_device_check_refuses_unknown_arguments():
+  result = subprocess.run(["bash", DEVICE_CHECK, "--gpu-please"], capture_output=True,
+                          text=True, timeout=60)
+  assert result.returncode == 2 and "unknown argument --gpu-please" in result.stderr
+
+
+def test_device_check_out_of_budget_skips_steps_reports_them_and_fails(tmp_path):
+  env = dict(os.environ, PYTHON=sys.executable, DEVICE_CHECK_BUDGET_S="1")
+  result = subprocess.run(["bash", DEVICE_CHECK, "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, env=env)
+  assert result.returncode == 1, result.stdout + result.stderr
+  with open(tmp_path / "device_check_gpu.json") as f:
+    summary = json.load(f)
+  assert not summary["ok"]
+  assert [(s["step"], s["status"]) for s in summary["steps"]] == [
+      ("install", "skipped: out of the 1s budget"),
+      ("devices", "skipped: out of the 1s budget")]  # no devices: nothing else runs
+  assert "stopping before any benchmark" in result.stdout
+
+
+DEVICE_CHECK_STEPS = ["install", "devices", "mixers", "model", "decode", "train_run",
+                      "bench_train", "compile_check"]
+
+
+@pytest.mark.slow
+def test_device_check_dry_run_runs_every_step_and_writes_the_gpu_files(tmp_path):
+  env = dict(os.environ, PYTHON=sys.executable)
+  result = subprocess.run(["bash", DEVICE_CHECK, "--dry-run", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=1800, env=env)
+  assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+  with open(tmp_path / "device_check_gpu.json") as f:
+    summary = json.load(f)
+  assert summary["dry_run"] and summary["ok"]
+  assert [s["step"] for s in summary["steps"]] == DEVICE_CHECK_STEPS
+  assert all(s["status"] == "ok" and s["seconds"] <= s["limit_s"]
+             for s in summary["steps"])
+  for suite in ("mixers", "model", "decode", "train"):
+    saved = _saved(tmp_path, f"{suite}_gpu")
+    assert RECORD_KEYS <= set(saved) and saved["suite"] == suite
+    assert saved["machine"]["platform"] == "cpu"  # the dry run never leaves the CPU
+    assert saved["rows"], suite
+  assert saved["settings"]["breakdown"] is False  # the dry run's train suite
+  for png in ("bench_mixers_time_gpu.png", "bench_model_throughput_gpu.png",
+              "bench_decode_latency_gpu.png", "bench_train_gpu.png"):
+    assert (tmp_path / png).exists(), png
+  with open(tmp_path / "train_run_gpu.json") as f:
+    run = json.load(f)
+  assert run["steps"] == 4 and any("steps_per_second" in m for m in run["metrics"])
+  assert "memory per device" in (tmp_path / "compile_check_1p1b_gpu.txt").read_text()
+  assert "=== compile_check: ok" in (tmp_path / "device_check_gpu.log").read_text()
