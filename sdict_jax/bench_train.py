@@ -155,12 +155,8 @@ def build_step(config, bundle, numpy_batch) -> Setup:
     state = jax.jit(init_state, out_shardings=state_shardings).lower(base_rng).compile(
         compiler_options=_RUN_ONCE)(base_rng)
     batch = sharding.global_batch(numpy_batch, mesh)
-    update = jax.jit(
-        functools.partial(train.train_step, model=model, optimizer=optimizer,
-                          config=config, base_rng=base_rng),
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=(0,))
+    update = train.jit_train_step(model, optimizer, config, base_rng,
+                                  state_shardings, mesh)
     step = bench_lib.analyse(update.lower(state, batch).compile())
   num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(state["params"]))
   copy = lambda tree: jax.tree.map(jnp.copy, tree)

@@ -98,12 +98,8 @@ def lower_train_step(config, mesh):
     abstract_batch = sharding.with_shardings(
         jax.eval_shape(lambda: batch_shape(config.train.batch_size)),
         jax.tree.map(lambda _: sharding.batch_sharding(mesh), example))
-    update = jax.jit(
-        functools.partial(train.train_step, model=model, optimizer=optimizer,
-                          config=config, base_rng=base_rng),
-        in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=(state_shardings, sharding.replicated(mesh)),
-        donate_argnums=(0,))
+    update = train.jit_train_step(model, optimizer, config, base_rng,
+                                  state_shardings, mesh)
     lowered = update.lower(abstract_state, abstract_batch)
   num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state["params"]))
   return lowered, num_params

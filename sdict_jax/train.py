@@ -127,6 +127,17 @@ def example_batch(config, batch_size: int, num_answers: int) -> dict:
       config.data.get("questions_per_image", 1))
 
 
+def jit_train_step(model, optimizer, config, base_rng, state_shardings, mesh):
+  """train_step jitted as the program runs it: state sharded and donated, batch
+  split over the data axes, metrics replicated (compile_check and bench use it)."""
+  return jax.jit(
+      functools.partial(train_step, model=model, optimizer=optimizer, config=config,
+                        base_rng=base_rng),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,))
+
+
 def make_train_data(config, bundle):
   """This process's share of the training stream (bench train times it too)."""
   return pipeline.make_dataset(
@@ -234,12 +245,7 @@ def main(argv):
   num_params = sum(math.prod(p.shape) for p in jax.tree.leaves(abstract_state["params"]))
   logging.info("Model %s: %s parameters", config.model.mixer, f"{num_params:,}")
 
-  update = jax.jit(
-      functools.partial(train_step, model=model, optimizer=optimizer, config=config,
-                        base_rng=base_rng),
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)),
-      donate_argnums=(0,))
+  update = jit_train_step(model, optimizer, config, base_rng, state_shardings, mesh)
 
   # ---------------------------------------------------------------- Checkpoint load
   # The run's own newest checkpoint wins: a stopped fine-tuning run resumes from
