@@ -341,6 +341,7 @@ def _train(tmp_path, workdir, *overrides):
   return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_train_stops_on_a_bad_init_from_and_writes_nothing(tmp_path, source):
   source_dir, _, _ = source
   before = _listing(source_dir)
