@@ -37,7 +37,6 @@ import numpy as np
 
 from sdict_jax import atom_init
 from sdict_jax import atom_pruning
-from sdict_jax import metrics
 from sdict_jax import model as model_lib
 from sdict_jax import restore
 from sdict_jax import sharding
@@ -71,8 +70,7 @@ def heldout_batch(bundle, config, num_examples: int, start: int = 0) -> dict:
       tokenizer=bundle.tokenizer,
       answer_index={a: i for i, a in enumerate(bundle.answer_vocab)},
       image_size=config.data.image_size, max_text_len=config.data.max_text_len,
-      max_caption_len=config.data.max_caption_len,
-      normalize_answer=metrics.normalize_answer)
+      max_caption_len=config.data.max_caption_len)
   stop = min(start + num_examples, len(bundle.source))
   examples = [encoder.eval_example((i, bundle.source[i])) for i in range(start, stop)]
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}

@@ -55,8 +55,7 @@ class Evaluator:
         tokenizer=bundle.tokenizer,
         answer_index={a: i for i, a in enumerate(bundle.answer_vocab)},
         image_size=data.image_size, max_text_len=data.max_text_len,
-        max_caption_len=data.max_caption_len,
-        normalize_answer=metrics.normalize_answer)
+        max_caption_len=data.max_caption_len)
     # Every process evaluates the same examples (evaluation is small), so each
     # holds all results and no Python objects need gathering across hosts.
     self.indices = np.arange(min(config.eval.num_examples, len(bundle.source)))

@@ -21,7 +21,6 @@ import jax
 import numpy as np
 
 from sdict_jax import decoding
-from sdict_jax import metrics
 from sdict_jax import restore
 from sdict_jax import sharding
 from sdict_jax.data import images
@@ -59,7 +58,7 @@ def _encoder(config, bundle) -> pipeline.ExampleEncoder:
       tokenizer=bundle.tokenizer,
       answer_index={a: i for i, a in enumerate(bundle.answer_vocab)},
       image_size=data.image_size, max_text_len=data.max_text_len,
-      max_caption_len=data.max_caption_len, normalize_answer=metrics.normalize_answer)
+      max_caption_len=data.max_caption_len)
 
 
 def _unknown_words(tokenizer, question: str) -> list[str]:
