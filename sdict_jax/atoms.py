@@ -140,8 +140,8 @@ def _analysis_pass(module, batch, text, with_decoder):
   """Fuses the image with `text` (answering), then, with_decoder, runs the caption
   decoder (teacher forced) after the text-free prefix. Returns (answers, prefix mask)."""
   vision = module.encode_image(batch["image"])
-  fused, _ = module.fuse(vision, text)
-  answers = jnp.argmax(module.answer_logits(fused), -1)
+  fused, mask = module.fuse(vision, text)
+  answers = jnp.argmax(module.answer_logits(fused, mask), -1)
   if not with_decoder:
     return answers, None
   prefix, prefix_mask = module.fuse(vision, text[:, :0])  # captioning: no text

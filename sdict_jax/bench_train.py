@@ -222,11 +222,12 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
                    prefix_mask)
     return _probe(y) + _aux_penalty(aux, config.loss)
 
-  def heads_losses_fn(params, fused_questions, fused_refexps, caption_logits):
+  def heads_losses_fn(params, fused_questions, fused_refexps, caption_logits,
+                      mask_questions, mask_refexps):
     (answer_logits, box), _ = apply(
-        params, lambda m, fq, fr, train: (m.answer_logits(fq), m.box(fr)),
-        fused_questions,
-        fused_refexps)
+        params, lambda m, fq, fr, mq, mr, train: (m.answer_logits(fq, mq),
+                                                   m.box(fr, mr)),
+        fused_questions, fused_refexps, mask_questions, mask_refexps)
     outputs = {"answer_logits": answer_logits.reshape(questions.shape[:-1] + (-1,)),
                "box": box, "caption_logits": caption_logits}
     return losses.total_loss(outputs, batch, {}, 0, config.loss)[0]
@@ -241,14 +242,16 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
     """The inputs each stage receives in the step: the stages before it."""
     vision = apply(params, type(model).encode_image, batch["image"])[0]
     vision_rep = jnp.concatenate([jnp.repeat(vision, per_image, 0), vision], 0)
-    (fused, _), _ = apply(params, type(model).fuse, vision_rep, texts)
+    (fused, fused_mask), _ = apply(params, type(model).fuse, vision_rep, texts)
     (prefix, prefix_mask), _ = apply(params, type(model).fuse, vision, no_text)
     caption_logits = apply(params, type(model).caption_logits, batch["caption_in"],
                            positions, prefix, prefix_mask)[0]
-    return vision, vision_rep, fused, prefix, prefix_mask, caption_logits
+    return (vision, vision_rep, fused, fused_mask, prefix, prefix_mask,
+            caption_logits)
 
   with jax.set_mesh(setup.mesh):
-    vision, vision_rep, fused, prefix, prefix_mask, caption_logits = jax.jit(
+    (vision, vision_rep, fused, fused_mask, prefix, prefix_mask,
+     caption_logits) = jax.jit(
         stages).lower(setup.params, batch).compile(compiler_options=_RUN_ONCE)(
             setup.params, batch)
   split = images * per_image
@@ -259,7 +262,8 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
       "fusion_prefix": (fusion_prefix_fn, (vision,), (0, 1)),
       "decoder": (decoder_fn, (prefix, prefix_mask, batch["caption_in"]), (0, 1)),
       "heads_losses": (heads_losses_fn, (fused[:split], fused[split:],
-                                         caption_logits), (0, 1, 2, 3)),
+                                         caption_logits, fused_mask[:split],
+                                         fused_mask[split:]), (0, 1, 2, 3)),
       "model": (functools.partial(model_fn, with_aux=True), (batch,), (0,)),
       "model_without_aux": (functools.partial(model_fn, with_aux=False), (batch,),
                             (0,)),

@@ -25,6 +25,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(model.sdict_method in ("dense", "fft"),
            f"config.model.sdict_method={model.sdict_method!r}; use 'dense' or 'fft' "
            f"('pinv' is the test reference of {spectral.__name__}, not for training).")
+  _require(model.get("pool_type", "tok") in ("tok", "gap"),
+           f"config.model.pool_type={model.get('pool_type')!r}; use 'tok' (the [CLS] "
+           f"token) or 'gap' (the mean of the fused tokens).")
   _require(model.num_atoms >= 1,
            f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
   _require(model.width >= 1 and model.mlp_ratio >= 1,

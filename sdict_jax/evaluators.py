@@ -28,16 +28,16 @@ def _predict(module, batch, *, model, decode_model, params, max_len, bos_id, eos
              decode_options, seed):
   """Answer ids, boxes and caption tokens for one batch (runs in apply)."""
   vision = module.encode_image(batch["image"])
-  fused_q, _ = module.fuse(vision, batch["question"])
-  fused_r, _ = module.fuse(vision, batch["refexp"])
+  fused_q, mask_q = module.fuse(vision, batch["question"])
+  fused_r, mask_r = module.fuse(vision, batch["refexp"])
   fused_c, mask_c = module.fuse(vision, batch["question"][:, :0])  # no text
   # Sampling noise differs from batch to batch (keyed by the first example).
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), batch["example_id"][0])
   captions, _ = decoding.decode_captions(
       model, decode_model, params, fused_c, mask_c, bos_id=bos_id, eos_id=eos_id,
       max_len=max_len, options=decode_options, rng=rng)
-  return {"answer": jnp.argmax(module.answer_logits(fused_q), -1),
-          "box": module.box(fused_r), "caption": captions}
+  return {"answer": jnp.argmax(module.answer_logits(fused_q, mask_q), -1),
+          "box": module.box(fused_r, mask_r), "caption": captions}
 
 
 class Evaluator:

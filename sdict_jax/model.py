@@ -2,7 +2,7 @@
 
   image ─ patches (reshape, no convolution) ─ L_v vision blocks ─┐
   text ── embedding ─ L_t text blocks ───────────────────────────┤
-             [CLS] ⊕ vision ⊕ text ─ L_f fusion blocks ─ [CLS] ─ VQA / box heads
+             [CLS] ⊕ vision ⊕ text ─ L_f fusion blocks ─ pool ─ VQA / box heads
                                     └─ prefix of the caption decoder (L_d causal blocks)
 
 Every block is pre-LayerNorm → mixer → residual → LayerNorm → GELU MLP → residual;
@@ -62,6 +62,26 @@ class QuestionGate(nn.Module):
     return 2 * jax.nn.sigmoid(per_atom[:, :, None] + per_channel[:, None, :])
 
 
+class QuestionFiLM(nn.Module):
+  """x ⊙ (1 + γ(q)) + β(q) on every token: the question, as one vector, at each image
+  token before a fusion block (FiLM, Perez et al. 2018). Zero-initialised: the
+  identity at the start.
+
+  Why: a fixed filter carries the question's words to an image token only as a
+  position-dependent blend of the text positions; to ask "is this token red?" each
+  token needs the asked colour itself, which the block's MLP can then compare with
+  its own. Not a token mixer (no token reads another image token), so the model's
+  only token mixing stays the mixer's.
+  """
+
+  @nn.compact
+  def __call__(self, x, question):
+    scale_shift = nn.Dense(2 * x.shape[-1], kernel_init=nn.initializers.zeros,
+                           dtype=x.dtype, name="scale_shift")(question)
+    scale, shift = jnp.split(scale_shift[:, None, :], 2, axis=-1)
+    return x * (1 + scale) + shift
+
+
 def patchify(images: Array, patch_size: int) -> tuple[Array, tuple[int, int]]:
   """[B, H, W, C] → [B, (H/p)·(W/p), p·p·C] by reshape (row-major patch grid)."""
   b, h, w, c = images.shape
@@ -96,6 +116,11 @@ class SDictVLM(nn.Module):
   vision_position: bool = True
   # SDict fusion: each example's filters gated by its question (paper §8.3).
   question_gate: bool = False
+  # Every mixer: the question broadcast to each token before each fusion block.
+  question_film: bool = False
+  # What the VQA and box heads read: "tok", the [CLS] token (the paper), or
+  # "gap", the mean of every valid fused token (big_vision's pool_type names).
+  pool_type: str = "tok"
   max_text_len: int = 64
   max_caption_len: int = 64
   recon_noise: float = 0.1
@@ -142,6 +167,9 @@ class SDictVLM(nn.Module):
                           for i in range(self.fusion_layers)]
     if self.question_gate and self.mixer == "sdict":
       self.question_gates = [QuestionGate(len(fusion_omega), name=f"question_gate_{i}")
+                             for i in range(self.fusion_layers)]
+    if self.question_film:
+      self.question_films = [QuestionFiLM(name=f"question_film_{i}")
                              for i in range(self.fusion_layers)]
     causal = mixers.causal(self.mixer, num_atoms=k, num_heads=self.num_heads,
                            decode=self.decode)
@@ -199,26 +227,47 @@ class SDictVLM(nn.Module):
     # function, with one Gram factorisation shared by the whole batch.
     block_mask = mask if tokens.shape[1] else None
     gates = [{}] * len(self.fusion_blocks)
-    if tokens.shape[1] and self.question_gate and self.mixer == "sdict":
-      # The question as one vector (mean of its valid tokens) sets every fusion
-      # filter, so what it asks for reaches each image token directly.
+    films = [None] * len(self.fusion_blocks)
+    if tokens.shape[1]:
+      # The question as one vector: the mean of its valid tokens.
       question = jnp.sum(text * text_mask[..., None], 1) / jnp.maximum(
           text_mask.sum(1, keepdims=True), 1.0)
-      gates = [{"filter_gate": gate(question)} for gate in self.question_gates]
-    for block, gate in zip(self.fusion_blocks, gates):
+      if self.question_gate and self.mixer == "sdict":
+        # It sets every fusion filter (paper §8.3).
+        gates = [{"filter_gate": gate(question)} for gate in self.question_gates]
+      if self.question_film:
+        films = [functools.partial(film, question=question)
+                 for film in self.question_films]
+    for block, gate, film in zip(self.fusion_blocks, gates, films):
+      if film is not None:
+        x = film(x)
       x = block(x, block_mask, train=train, **gate)
     return self.fusion_norm(x), mask
 
   # -- heads ------------------------------------------------------------------
 
-  def answer_logits(self, fused: Array) -> Array:
-    hidden, out = self.vqa_head
-    return out(nn.gelu(hidden(fused[:, 0])))
+  def pool(self, fused: Array, mask: Array) -> Array:
+    """fused [B, N, d], mask [B, N] (fuse's outputs) → what the heads read, [B, d].
 
-  def box(self, fused: Array) -> Array:
-    """(ymin, xmin, ymax, xmax) in [0, 1] from the [CLS] token."""
+    "gap" because a fixed filter reads the image into the [CLS] token unevenly:
+    at position 0 of the fused sequence it weighs the patches by their distance
+    along the row-major order (README, "Reading the answer out").
+    """
+    if self.pool_type == "tok":
+      return fused[:, 0]
+    if self.pool_type == "gap":
+      mask = mask.astype(fused.dtype)[..., None]
+      return jnp.sum(fused * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0)
+    raise ValueError(f"Unknown model.pool_type {self.pool_type!r}; use 'tok' or 'gap'.")
+
+  def answer_logits(self, fused: Array, mask: Array) -> Array:
+    hidden, out = self.vqa_head
+    return out(nn.gelu(hidden(self.pool(fused, mask))))
+
+  def box(self, fused: Array, mask: Array) -> Array:
+    """(ymin, xmin, ymax, xmax) in [0, 1] from the pooled fused tokens."""
     hidden, out = self.box_head
-    center_size = jax.nn.sigmoid(out(nn.gelu(hidden(fused[:, 0]))))
+    center_size = jax.nn.sigmoid(out(nn.gelu(hidden(self.pool(fused, mask)))))
     center, size = center_size[:, :2], center_size[:, 2:]
     return jnp.clip(jnp.concatenate([center - size / 2, center + size / 2], -1),
                     0.0, 1.0)
@@ -267,17 +316,18 @@ class SDictVLM(nn.Module):
     questions = batch["question"]
     per_image = questions.shape[1] if questions.ndim == 3 else 1
     questions = questions.reshape(batch_size * per_image, questions.shape[-1])
-    fused, _ = self.fuse(
+    fused, mask = self.fuse(
         jnp.concatenate([jnp.repeat(vision, per_image, 0), vision], 0),
         jnp.concatenate([questions, batch["refexp"]], 0), train)
+    asked = batch_size * per_image
     no_text = jnp.zeros((batch_size, 0), jnp.int32)
     prefix, prefix_mask = self.fuse(vision, no_text, train)
     caption_len = batch["caption_in"].shape[1]
-    answer_logits = self.answer_logits(fused[:batch_size * per_image])
+    answer_logits = self.answer_logits(fused[:asked], mask[:asked])
     return {
         "answer_logits": answer_logits.reshape(batch["question"].shape[:-1] +
                                                answer_logits.shape[-1:]),
-        "box": self.box(fused[batch_size * per_image:]),
+        "box": self.box(fused[asked:], mask[asked:]),
         "caption_logits": self.caption_logits(
             batch["caption_in"], jnp.arange(caption_len), prefix, prefix_mask,
             train),
@@ -317,6 +367,8 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       tie_vision_atoms=model_config.tie_vision_atoms,
       vision_position=model_config.vision_position,
       question_gate=model_config.get("question_gate", False),
+      question_film=model_config.get("question_film", False),
+      pool_type=model_config.get("pool_type", "tok"),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
       recon_noise=model_config.get("recon_noise", 0.1),

@@ -148,9 +148,10 @@ def test_image_size_not_divisible_by_patch_is_a_clear_error():
                 method=model.encode_image)
 
 
-def test_padding_in_text_changes_no_answer():
+@pytest.mark.parametrize("pool_type", ["tok", "gap"])
+def test_padding_in_text_changes_no_answer(pool_type):
   """Question padding is masked: garbage embeddings there change nothing."""
-  model, batch = _model(), _batch()
+  model, batch = _model(pool_type=pool_type), _batch()
   params = _params(model, batch)
   answers = model.apply({"params": params}, batch)["answer_logits"]
   longer = dict(batch, question=jnp.pad(batch["question"], ((0, 0), (0, 4))),
@@ -159,9 +160,30 @@ def test_padding_in_text_changes_no_answer():
                              answers, atol=1e-4)
 
 
-@pytest.mark.parametrize("mixer", ["sdict", "attention"])
-def test_several_questions_per_image_answer_like_one_at_a_time(mixer):
-  model, batch = _model(mixer), _batch(batch_size=2)
+def test_gap_pool_is_the_mean_of_the_valid_fused_tokens():
+  model, batch = _model(pool_type="gap"), _batch()
+  params = _params(model, batch)
+
+  def pooled_and_fused(m, b):
+    fused, mask = m.fuse(m.encode_image(b["image"]), b["question"])
+    return m.pool(fused, mask), fused, mask
+  pooled, fused, mask = model.apply({"params": params}, batch, method=pooled_and_fused)
+  valid = 1 + 16 + 3  # [CLS], the 4 × 4 patches, three question words
+  np.testing.assert_array_equal(mask[:, :valid], 1)
+  np.testing.assert_array_equal(mask[:, valid:], 0)
+  np.testing.assert_allclose(pooled, fused[:, :valid].mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_pool_type_is_a_clear_error():
+  model, batch = _model(pool_type="max"), _batch()
+  with pytest.raises(ValueError, match="pool_type 'max'.*'tok' or 'gap'"):
+    _params(model, batch)
+
+
+@pytest.mark.parametrize("mixer,pool_type", [("sdict", "tok"), ("sdict", "gap"),
+                                             ("attention", "tok")])
+def test_several_questions_per_image_answer_like_one_at_a_time(mixer, pool_type):
+  model, batch = _model(mixer, pool_type=pool_type), _batch(batch_size=2)
   params = _params(model, batch)
   questions = jnp.asarray([[[5, 6, 7, 0, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0, 0],
                             [4, 4, 8, 3, 0, 0, 0, 0]]] * 2)

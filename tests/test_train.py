@@ -29,6 +29,7 @@ def _config(name="tiny"):
     ("model.mixer", "transformer", "config.model.mixer='transformer' is unknown"),
     ("data.image_size", 36, "not divisible by config.model.patch_size"),
     ("model.num_atoms", 0, "needs K >= 1"),
+    ("model.pool_type", "cls", "pool_type='cls'; use 'tok'"),
     ("model.vision_atoms", 40, "vision_atoms=40 must lie between num_atoms"),
     ("model.vision_atoms", 0, "vision_atoms=0 must lie between num_atoms"),
     ("train.batch_size", 6, "not divisible by the 4 devices"),
