@@ -81,6 +81,8 @@ _PROBE_LR = flags.DEFINE_float("probe_lr", 3e-3, "vision: peak learning rate.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "train: back-to-back steps "
                                     "(or part calls) per timed sample.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "train: also time the step's parts.")
+_PROFILE = flags.DEFINE_bool("profile", False, "train: also trace the step with "
+                             "jax.profiler and attribute its op time to model parts.")
 _PIPELINE_BATCHES = flags.DEFINE_integer("pipeline_batches", 20, "train: input "
                                          "batches timed.")
 
@@ -485,7 +487,8 @@ def settings_from_flags(suite: str) -> dict:
                 dtype=_DTYPE.value if _DTYPE.present else None,
                 width=_WIDTH.value if _WIDTH.present else None,
                 steps=_TRAIN_STEPS.value, repeats=_REPEATS.value,
-                breakdown=_BREAKDOWN.value, pipeline_batches=_PIPELINE_BATCHES.value)
+                breakdown=_BREAKDOWN.value, pipeline_batches=_PIPELINE_BATCHES.value,
+                profile=_PROFILE.value)
   if suite == "vision":
     return dict(tasks=list(_TASKS.value), variants=list(_VARIANTS.value),
                 base_config=_BASE_CONFIG.value, steps=_PROBE_STEPS.value,

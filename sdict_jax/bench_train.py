@@ -58,12 +58,14 @@ two timings) carry the noise of both and may come out slightly negative for a
 part that costs nothing. FLOPs are not time: FFTs, solves and gathers count few
 FLOPs for their time on a CPU, and cost_analysis may not count a custom call.
 It attributes time to stages, not to operations inside one fused program:
-for that, a `jax.profiler` trace of the step. The parts follow
+for that, `--profile` traces the real step with `jax.profiler` and attributes
+each executed op to its part and component (`sdict_jax/step_profile.py`). The parts follow
 SDictVLM.__call__'s wiring through the model's public methods; if that wiring
 changes, the sum of parts drifts from the step while the step's own timing
 stays exact.
 """
 
+import collections
 import dataclasses
 import functools
 import math
@@ -79,6 +81,7 @@ import optax
 from sdict_jax import bench_lib
 from sdict_jax import losses
 from sdict_jax import sharding
+from sdict_jax import step_profile
 from sdict_jax import train
 from sdict_jax.data import sources
 
@@ -317,8 +320,10 @@ def _median_ms(samples):
 
 
 def run_train(*, base_config, train_mixers, batch, dtype, width, steps, repeats,
-              breakdown, pipeline_batches):
-  """Rows: kind 'step' (one per mixer), 'part' (mixer × part), 'pipeline' (one)."""
+              breakdown, pipeline_batches, profile=False):
+  """Rows: kind 'step' (one per mixer), 'part' (mixer × part), 'pipeline' (one);
+  with `profile`, 'profile' (mixer × part × component) and 'profile_mixing'
+  (mixer × primitive of the token mixing) from a profiler trace of the step."""
   if "sdict" not in train_mixers:
     raise ValueError("bench train reports every mixer against SDict: include 'sdict' "
                      f"in --model_mixers (got {train_mixers}).")
@@ -359,6 +364,8 @@ def run_train(*, base_config, train_mixers, batch, dtype, width, steps, repeats,
   if breakdown:
     rows += _breakdown(setups, {r["mixer"]: r["ms_per_step"] for r in rows},
                        steps=steps, repeats=repeats)
+  if profile:
+    rows += _profile(setups, runners, steps=steps)
 
   # After the timed steps: the pipeline's reader threads are idle once its
   # prefetch buffer is full, and would share the cores with the step if timed first.
@@ -402,6 +409,57 @@ def _breakdown(setups, step_ms, *, steps, repeats):
           f"; sum {ms['sum']:.1f} ms against the step's {step_ms[mixer]:.1f}",
           flush=True)
   return rows
+
+
+def _profile(setups, runners, *, steps):
+  """Each mixer's step under the profiler, its op time by part and component."""
+  rows = []
+  for mixer, setup in setups.items():
+    records = step_profile.trace_op_times(runners[mixer], steps,
+                                          setup.step.compiled.as_text())
+    summary = step_profile.summarise(records)
+    total = summary["total_ms"]
+    rows += [{"kind": "profile", "mixer": mixer, **r, "share": r["ms"] / total}
+             for r in summary["by_part_component"]]
+    rows += [{"kind": "profile_mixing", "mixer": mixer, **r, "share": r["ms"] / total}
+             for r in summary["mixing_by_primitive"]]
+    mixing = sum(r["ms"] for r in summary["by_part_component"]
+                 if r["component"] == "token mixing")
+    print(f"{mixer} profile: {total:.1f} ms of ops per step, token mixing "
+          f"{mixing:.1f} ms ({mixing / total:.0%})", flush=True)
+  return rows
+
+
+def _profile_tables(rows) -> dict[str, str]:
+  """Op time by component and the token mixing by part, one column per mixer."""
+  profile = [r for r in rows if r["kind"] == "profile"]
+  if not profile:
+    return {}
+  tables = {}
+  for title, key, keep in (("profile: op time by component", "component",
+                            lambda r: True),
+                           ("profile: token mixing by part", "part",
+                            lambda r: r["component"] == "token mixing")):
+    totals = collections.defaultdict(float)
+    for r in profile:
+      if keep(r):
+        totals[(r[key], r["mixer"])] += r["ms"]
+    share = {m: sum(r["ms"] for r in profile if r["mixer"] == m) for m in
+             dict.fromkeys(r["mixer"] for r in profile)}
+    long = [{key: k, "mixer": m, "ms": ms} for (k, m), ms in totals.items()]
+    table, columns = bench_lib.pivot(
+        long, key, "mixer", lambda r: f"{r['ms']:.1f} ({r['ms'] / share[r['mixer']]:.0%})")
+    for row in table:  # a component one mixer does not have (the question gate)
+      row.update({m: "–" for m in share if m not in row})
+    tables[f"{title}, ms per step (share of the ops' time)"] = (
+        bench_lib.markdown_table(table, columns, {}))
+  mixing = [r for r in rows if r["kind"] == "profile_mixing"]
+  tables["profile: token mixing by JAX primitive, ms per step"] = (
+      bench_lib.markdown_table(mixing, [("mixer", "mixer"), ("primitive", "primitive"),
+                                        ("ms", "ms"), ("share", "share of the ops")],
+                               {"ms": lambda v: f"{v:.1f}",
+                                "share": lambda v: f"{v:.1%}"}))
+  return tables
 
 
 def train_targets(rows):
@@ -454,6 +512,7 @@ def report_train(rows, path):
                ("worker_count", "workers")],
         {"ms_per_batch": number("{:.1f}"), "batches_per_s": number("{:.1f}"),
          "vs_sdict_step": number("{:.2f}")})
+  tables.update(_profile_tables(rows))
   bars = {r["mixer"]: {} for r in steps}
   for r in parts:
     if r["in_sum"] and r["ms"] is not None:

@@ -5,12 +5,15 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from sdict_jax import bench
 from sdict_jax import bench_lib
 from sdict_jax import bench_train
 from sdict_jax import mixers
+from sdict_jax import step_profile
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
@@ -203,7 +206,8 @@ def test_ridge_readout_reads_what_the_features_hold():
 def test_train_suite_times_the_real_step_per_mixer_and_its_parts(tmp_path):
   bench.run_suite("train", str(tmp_path), tag="_test", base_config=TINY_CONFIG,
                   train_mixers=["sdict", "fnet"], batch=4, dtype=None, width=None,
-                  steps=1, repeats=2, breakdown=True, pipeline_batches=2)
+                  steps=1, repeats=2, breakdown=True, pipeline_batches=2,
+                  profile=True)
   saved = _saved(tmp_path, "train_test")
   assert RECORD_KEYS <= set(saved) and saved["suite"] == "train"
   steps = {r["mixer"]: r for r in saved["rows"] if r["kind"] == "step"}
@@ -232,6 +236,43 @@ def test_train_suite_times_the_real_step_per_mixer_and_its_parts(tmp_path):
   assert "| mixer | width |" in saved["tables"]["training step"]
   assert "vision encoder" in saved["tables"]["breakdown, ms fwd+bwd (share of the step)"]
   _assert_png(tmp_path / "bench_train_test.png")
+  # The profiler trace: every mixer's op time attributed, shares summing to 1.
+  profile = [r for r in saved["rows"] if r["kind"] == "profile"]
+  for mixer in steps:
+    rows = [r for r in profile if r["mixer"] == mixer]
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    by = lambda key: {r[key] for r in rows if r["ms"] > 0}
+    assert {"vision encoder", "fusion", "caption decoder", "optimizer"} <= by("part")
+    assert {"token mixing", "MLP matmuls", "LayerNorm"} <= by("component")
+  mixing = {(r["mixer"], r["primitive"]) for r in saved["rows"]
+            if r["kind"] == "profile_mixing"}
+  assert ("fnet", "fft") in mixing and ("sdict", "dot_general") in mixing
+  table = saved["tables"]["profile: op time by component, ms per step (share of the "
+                          "ops' time)"]
+  assert "| token mixing |" in table and "None" not in table
+
+
+def test_profile_attributes_ops_to_parts_and_components():
+  scope = "jit(train_step)/while/body/closed_call/jvp(SDictVLM)/SDictVLM.fuse"
+  assert step_profile.classify(f"{scope}/SDictVLM.encode_text/text_0/mixer/dot_general"
+                               ) == ("text encoder", "token mixing")
+  assert step_profile.classify(f"{scope}/fusion_1/mlp_in/dot_general") == (
+      "fusion", "MLP matmuls")
+  assert step_profile.classify(f"{scope}/fusion_0/norm_mix/reduce_sum") == (
+      "fusion", "LayerNorm")
+  assert step_profile.classify("jit(train_step)/while/body/closed_call/"
+                               "integer_pow") == ("heads and losses", "other")
+  assert step_profile.classify("jit(train_step)/sqrt") == ("optimizer", "other")
+
+
+def test_profile_reads_every_executed_op_of_a_real_trace():
+  x = jnp.ones((256, 256))
+  compiled = jax.jit(lambda a: jnp.tanh(a @ a) @ a).lower(x).compile()
+  records = step_profile.trace_op_times(lambda: compiled(x), 3, compiled.as_text())
+  opcodes = {r["opcode"] for r in records}
+  assert "dot" in opcodes or "fusion" in opcodes, records
+  assert all(r["ms"] > 0 for r in records)
+  assert sum(r["opcode"] == "dot" or "dot" in r["name"] for r in records) >= 2, records
 
 
 def _train_rows(sdict_ms, attention_ms, fnet_ms, pipeline_ms):

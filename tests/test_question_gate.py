@@ -1,4 +1,5 @@
-"""The question-conditioned fusion filter (model.question_gate, paper §8.3)."""
+"""Question conditioning of the fusion: the filter gate (model.question_gate, paper
+§8.3) and FiLM of every fusion token (model.question_film)."""
 
 import jax
 import jax.numpy as jnp
@@ -27,11 +28,12 @@ def _batch(colour):
   return batch
 
 
-def _randomise_gates(params, scale=0.5):
-  """The gates start at 1 (zero kernels); give them the weights training would."""
+def _randomise(params, prefix="question_gate", scale=0.5):
+  """Gates and FiLM start as the identity (zero kernels); give the modules named
+  `prefix`* the weights training would."""
   keys = iter(jax.random.split(jax.random.PRNGKey(3), 64))
   return {name: (jax.tree.map(lambda p: scale * jax.random.normal(next(keys), p.shape),
-                              sub) if name.startswith("question_gate") else sub)
+                              sub) if name.startswith(prefix) else sub)
           for name, sub in params.items()}
 
 
@@ -57,7 +59,7 @@ def test_gate_at_init_is_the_papers_plain_concatenation():
 
 def test_colour_word_changes_every_image_token_through_the_gate():
   model = _model(question_gate=True)
-  params = _randomise_gates(model.init(jax.random.PRNGKey(0), _batch(_COLOUR_A))["params"])
+  params = _randomise(model.init(jax.random.PRNGKey(0), _batch(_COLOUR_A))["params"])
   tokens_a = _fused_image_tokens(model, params, _batch(_COLOUR_A))
   tokens_b = _fused_image_tokens(model, params, _batch(_COLOUR_B))
   # Every image token of every example moves when only the colour word changes.
@@ -84,3 +86,70 @@ def test_baselines_have_no_gate(mixer):
   params = _model(mixer=mixer, question_gate=True).init(
       jax.random.PRNGKey(0), _batch(_COLOUR_A))["params"]
   assert not any(n.startswith("question_gate") for n in params)
+
+
+# -- FiLM (model.question_film) -------------------------------------------------
+
+
+def _without_films(params):
+  return {n: p for n, p in params.items() if not n.startswith("question_film")}
+
+
+@pytest.mark.parametrize("mixer", ["sdict", "attention", "fnet"])
+def test_film_at_init_is_the_model_without_it(mixer):
+  with_film, without = _model(mixer=mixer, question_film=True), _model(mixer=mixer)
+  batch = _batch(_COLOUR_A)
+  params = with_film.init(jax.random.PRNGKey(0), batch)["params"]
+  assert {n for n in params if n.startswith("question_film")} == {
+      "question_film_0", "question_film_1"}
+  out = with_film.apply({"params": params}, batch)
+  ref = without.apply({"params": _without_films(params)}, batch)
+  for name in ("answer_logits", "box", "caption_logits"):
+    np.testing.assert_allclose(out[name], ref[name], rtol=1e-6, atol=1e-6)
+
+
+def test_colour_word_reaches_every_image_token_without_token_mixing():
+  """With the fusion mixer's output zeroed, the only path from the question to an
+  image token is FiLM: every image token must still change with the colour word."""
+  model = _model(question_film=True)
+  params = _randomise(model.init(jax.random.PRNGKey(0), _batch(_COLOUR_A))["params"],
+                      prefix="question_film")
+  for i in range(2):  # no token mixing in the fusion blocks: the SDict gain is 0
+    mixer = dict(params[f"fusion_{i}"]["mixer"])
+    mixer["gain"] = jnp.zeros_like(mixer["gain"])
+    params[f"fusion_{i}"] = dict(params[f"fusion_{i}"], mixer=mixer)
+
+  def image_tokens(b):
+    def fuse(m, b):
+      vision = m.encode_image(b["image"])
+      return m.fuse(vision, b["question"])[0][:, 1:1 + vision.shape[1]]
+    return model.apply({"params": params}, b, method=fuse)
+
+  tokens_a, tokens_b = image_tokens(_batch(_COLOUR_A)), image_tokens(_batch(_COLOUR_B))
+  change = jnp.linalg.norm(tokens_a - tokens_b, axis=-1)
+  assert bool(jnp.all(change > 1e-2 * jnp.linalg.norm(tokens_a, axis=-1)))
+  # Without FiLM the same zero-gain model's image tokens do not see the question.
+  plain = _model()
+  plain_params = _without_films(params)
+  fuse = lambda m, b: m.fuse(m.encode_image(b["image"]), b["question"])[0][:, 1:17]
+  np.testing.assert_allclose(
+      plain.apply({"params": plain_params}, _batch(_COLOUR_A), method=fuse),
+      plain.apply({"params": plain_params}, _batch(_COLOUR_B), method=fuse), atol=1e-6)
+
+
+def test_caption_prefix_has_no_question_and_ignores_film():
+  model = _model(question_film=True)
+  params = model.init(jax.random.PRNGKey(0), _batch(_COLOUR_A))["params"]
+  caption = lambda p: model.apply({"params": p}, _batch(_COLOUR_A))["caption_logits"]
+  np.testing.assert_array_equal(caption(params),
+                                caption(_randomise(params, prefix="question_film")))
+
+
+def test_film_gradients_are_finite_and_reach_it():
+  model = _model(question_film=True)
+  batch = _batch(_COLOUR_A)
+  params = model.init(jax.random.PRNGKey(0), batch)["params"]
+  grads = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, batch)[
+      "answer_logits"]**2))(params)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  assert float(jnp.max(jnp.abs(grads["question_film_0"]["scale_shift"]["kernel"]))) > 0
