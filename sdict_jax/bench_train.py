@@ -436,6 +436,8 @@ def _profile_tables(rows) -> dict[str, str]:
   if not profile:
     return {}
   tables = {}
+  op_total = {m: sum(r["ms"] for r in profile if r["mixer"] == m)
+              for m in dict.fromkeys(r["mixer"] for r in profile)}
   for title, key, keep in (("profile: op time by component", "component",
                             lambda r: True),
                            ("profile: token mixing by part", "part",
@@ -444,13 +446,12 @@ def _profile_tables(rows) -> dict[str, str]:
     for r in profile:
       if keep(r):
         totals[(r[key], r["mixer"])] += r["ms"]
-    share = {m: sum(r["ms"] for r in profile if r["mixer"] == m) for m in
-             dict.fromkeys(r["mixer"] for r in profile)}
     long = [{key: k, "mixer": m, "ms": ms} for (k, m), ms in totals.items()]
     table, columns = bench_lib.pivot(
-        long, key, "mixer", lambda r: f"{r['ms']:.1f} ({r['ms'] / share[r['mixer']]:.0%})")
+        long, key, "mixer",
+        lambda r: f"{r['ms']:.1f} ({r['ms'] / op_total[r['mixer']]:.0%})")
     for row in table:  # a component one mixer does not have (the question gate)
-      row.update({m: "–" for m in share if m not in row})
+      row.update({m: "–" for m in op_total if m not in row})
     tables[f"{title}, ms per step (share of the ops' time)"] = (
         bench_lib.markdown_table(table, columns, {}))
   mixing = [r for r in rows if r["kind"] == "profile_mixing"]

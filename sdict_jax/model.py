@@ -227,7 +227,7 @@ class SDictVLM(nn.Module):
     # function, with one Gram factorisation shared by the whole batch.
     block_mask = mask if tokens.shape[1] else None
     gates = [{}] * len(self.fusion_blocks)
-    films = [None] * len(self.fusion_blocks)
+    question = None
     if tokens.shape[1]:
       # The question as one vector: the mean of its valid tokens.
       question = jnp.sum(text * text_mask[..., None], 1) / jnp.maximum(
@@ -235,12 +235,9 @@ class SDictVLM(nn.Module):
       if self.question_gate and self.mixer == "sdict":
         # It sets every fusion filter (paper §8.3).
         gates = [{"filter_gate": gate(question)} for gate in self.question_gates]
-      if self.question_film:
-        films = [functools.partial(film, question=question)
-                 for film in self.question_films]
-    for block, gate, film in zip(self.fusion_blocks, gates, films):
-      if film is not None:
-        x = film(x)
+    for i, (block, gate) in enumerate(zip(self.fusion_blocks, gates)):
+      if self.question_film and question is not None:
+        x = self.question_films[i](x, question)
       x = block(x, block_mask, train=train, **gate)
     return self.fusion_norm(x), mask
 
@@ -250,8 +247,9 @@ class SDictVLM(nn.Module):
     """fused [B, N, d], mask [B, N] (fuse's outputs) → what the heads read, [B, d].
 
     "gap" because a fixed filter reads the image into the [CLS] token unevenly:
-    at position 0 of the fused sequence it weighs the patches by their distance
-    along the row-major order (README, "Reading the answer out").
+    at initialisation, position 0 of the fused sequence keeps 0.91 of itself and
+    weighs the patches from 0.15 (the top-left one) to about 0, some negative
+    (README, "Reading the answer out").
     """
     if self.pool_type == "tok":
       return fused[:, 0]
