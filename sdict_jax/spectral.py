@@ -136,14 +136,24 @@ def _separable_kernel(delta: Array, grid: Sequence[int]) -> Array:
 def _analysis(x, omega, grid, *, ridge, mask, method):
   """Least squares for u = [p; q] [..., 2K, d] (float32), with what it used.
 
-  Returns (u, basis, row_weight, residual, noise_gain); see Fit.
+  Returns (u, rows, residual, noise_gain): rows [..., N, 2K] is the dictionary
+  each sequence sees (B, its padding rows zeroed and its atoms renormalised);
+  residual and noise_gain as in Fit.
+
+  Every product is batched over the sequences, even where the dictionary or the
+  inverse is shared: XLA's CPU dot then multiplies row-major operands as they
+  lie, where a shared [N, 2K] operand costs a transpose of x, the coefficients
+  and y on the way in and out (and again in the backward pass). Broadcasting
+  B and the inverse costs far less than those copies: this layout halved the
+  fwd+bwd time of a fusion layer (docs/experiments.md, session 9).
   """
   basis = real_dictionary(omega, grid)  # [N, 2K], float32
+  batch = x.shape[:-2]
   x32 = x.astype(jnp.float32)
   eye = jnp.eye(basis.shape[-1], dtype=jnp.float32)
   if mask is None:
-    row_weight = None
-    rhs = numerics.einsum_f32("...nd,nk->...kd", x, basis.astype(x.dtype))
+    rows = jnp.broadcast_to(basis, batch + basis.shape)
+    operand = x
     gram = basis.T @ basis if method == "pinv" else real_gram(omega, grid)
     energy = jnp.sum(x32**2, (-2, -1))
   else:
@@ -151,32 +161,37 @@ def _analysis(x, omega, grid, *, ridge, mask, method):
     # the atoms are renormalised to unit norm over the valid positions.
     mask = mask.astype(jnp.float32)
     scale = jnp.sqrt(math.prod(grid) / jnp.maximum(mask.sum(-1), 1.0))
-    row_weight = mask * scale[..., None]  # [..., N]
-    rhs = jnp.einsum("...nd,nk->...kd", x32 * row_weight[..., None], basis)
-    gram = jnp.einsum("nj,...n,nk->...jk", basis, row_weight**2, basis)
+    rows = basis * (mask * scale[..., None])[..., None]
+    operand = x32
+    gram = jnp.einsum("...nj,...nk->...jk", rows, rows)
     energy = jnp.sum((x32 * mask[..., None])**2, (-2, -1))
+  rhs = numerics.einsum_f32("...nk,...nd->...kd", rows.astype(operand.dtype), operand)
+  # Atoms at ω ∈ {0, π} (per axis) have an identically zero sine column and so
+  # no sine coefficient; the ridge solve would leave rounding noise there, which
+  # a phase filter would rotate into the cosine channel.
+  vanishes = jnp.all(basis == 0, axis=0)[:, None]  # [2K, 1]
   if method == "pinv":
-    rows = basis if row_weight is None else basis * row_weight[..., None]
-    u = _pinv_solve(rows, x32, ridge)
+    u = jnp.where(vanishes, 0.0, _pinv_solve(rows, x32, ridge))
     leakage = jnp.linalg.solve(gram + ridge * eye, gram)
+    gram_u = jnp.einsum("...jk,...kd->...jd", gram, u)
   else:
     # One inverse M = (G + ρI)⁻¹ (shared by the batch without a mask, one per
     # example with one) serves the coefficients and the leakage MG = I − ρM.
     # Its GEMMs beat XLA's CPU triangular solves, which loop over the batch and
     # over batch × d right-hand sides.
     inverse = spd_inverse(gram + ridge * eye)
-    subscripts = "jk,...kd->...jd" if inverse.ndim == 2 else "...jk,...kd->...jd"
-    u = jnp.einsum(subscripts, inverse, rhs)
     leakage = eye - ridge * inverse
-  # ‖x − Bu‖² = ‖x‖² − 2 uᵀBᵀx + uᵀGu: the residual from K-space quantities.
-  # The fast paths solve (G + ρI)u = Bᵀx, so Gu = Bᵀx − ρu costs no GEMM; the
-  # reference keeps the literal product.
-  gram_u = (jnp.einsum("...jk,...kd->...jd", gram, u) if method == "pinv"
-            else rhs - ridge * u)
+    inverse = jnp.where(vanishes, 0.0, inverse)  # those rows give u = 0
+    inverse = jnp.broadcast_to(inverse, batch + inverse.shape[-2:])
+    u = jnp.einsum("...jk,...kd->...jd", inverse, rhs)
+    # The fast paths solve (G + ρI)u = Bᵀx, so Gu = Bᵀx − ρu costs no GEMM;
+    # the reference keeps the literal product.
+    gram_u = rhs - ridge * u
+  # ‖x − Bu‖² = ‖x‖² − 2uᵀBᵀx + uᵀGu: the residual from K-space quantities.
   residual = jnp.maximum(
       energy - jnp.sum(u * (2 * rhs - gram_u), (-2, -1)), 0.0)
   noise_gain = jnp.sum(leakage * jnp.swapaxes(leakage, -1, -2), (-2, -1))
-  return u, basis, row_weight, residual, noise_gain
+  return u, rows, residual, noise_gain
 
 
 @jax.custom_vjp
@@ -282,20 +297,13 @@ def _mix(x, omega, grid, *, gain, phase_bias, amp, phase, ridge, mask, method):
   weights = spectral_filter(gain, phase_bias, amp, phase)
   if method == "fft":
     return _fft_mix(x, omega, grid, weights, ridge)
-  u, basis, row_weight, residual, noise_gain = _analysis(
+  u, rows, residual, noise_gain = _analysis(
       x, omega, grid, ridge=ridge, mask=mask, method=method)
   p, q = _split(u)
-  # Atoms at ω ∈ {0, π} (per axis) have an identically zero sine column and so
-  # no sine coefficient; the ridge solve would leave rounding noise there, which
-  # a phase filter would rotate into the cosine channel.
-  sine_vanishes = jnp.all(basis[:, p.shape[-2]:] == 0, axis=0)[:, None]
-  q = jnp.where(sine_vanishes, 0.0, q)
   analysed = p - 1j * q
   p, q = _apply_filter(p, q, weights)
   coefficients = jnp.concatenate([p, q], -2).astype(x.dtype)
-  y = numerics.einsum_f32("nk,...kd->...nd", basis.astype(x.dtype), coefficients)
-  if row_weight is not None:
-    y = y * row_weight[..., None]
+  y = numerics.einsum_f32("...nk,...kd->...nd", rows.astype(x.dtype), coefficients)
   return y.astype(x.dtype), Fit(analysed, residual, noise_gain)
 
 
