@@ -6,16 +6,11 @@ Learns nothing useful; it exercises every part of the training program (all
 three tasks, auxiliary losses, checkpoints, evaluation) in about a minute on CPU.
 """
 
-import importlib.util
-import os
+from sdict_jax import config_files
 
 
 def get_config():
-  path = os.path.join(os.path.dirname(__file__), "shapes.py")
-  spec = importlib.util.spec_from_file_location("shapes_config", path)
-  shapes = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(shapes)
-  config = shapes.get_config()
+  config = config_files.sibling(__file__, "shapes").get_config()
   config.data.update(image_size=32, max_text_len=12, max_caption_len=16,
                      train_examples=2_000, eval_examples=16)
   # vision_atoms=10: every real frequency of the 4x4 patch grid.

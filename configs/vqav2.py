@@ -34,19 +34,9 @@ split) with --config.data.trainval=True. Runtime and VQA accuracy: not measured 
 accelerator-sized run).
 """
 
-import importlib.util
-import os
-
 import ml_collections
 
-
-def _pretrain_config():
-  """configs/pretrain.py (not a package: loaded by path)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrain.py")
-  spec = importlib.util.spec_from_file_location("configs_pretrain", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from sdict_jax import config_files
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -73,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
 
   # The pre-trained model (init_from needs the same parameters, heads aside).
-  config.model = _pretrain_config().model_config()
+  config.model = config_files.sibling(__file__, "pretrain").model_config()
 
   # Start from another run's checkpoint (sdict_jax/init_from.py); "" = from scratch.
   config.init_from = ""  # e.g. runs/pretrain

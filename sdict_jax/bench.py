@@ -34,6 +34,7 @@ import ml_collections
 
 from sdict_jax import bench_lib
 from sdict_jax import bench_train
+from sdict_jax import config_files
 from sdict_jax import mixers
 from sdict_jax import model as model_lib
 from sdict_jax import train
@@ -345,7 +346,7 @@ def run_vision(tasks, *, variants, base_config, steps, batch, lr, warmup_steps,
                eval_every, eval_examples):
   for name in variants:
     vision_variant(name)  # a bad name fails before anything trains
-  config = bench_lib.load_config(base_config)
+  config = config_files.get_config(base_config)
   image_size = config.data.image_size
   sdict_params = vision_probe.vision_parameter_count(
       vision_probe.build_vlm(config.model, image_size), image_size)

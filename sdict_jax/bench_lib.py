@@ -9,7 +9,6 @@ over the memory budget are skipped, not run.
 
 import dataclasses
 import functools
-import importlib.util
 import json
 import os
 import platform
@@ -22,6 +21,7 @@ import numpy as np
 
 from sdict_jax import atom_init
 from sdict_jax import chunked_attention
+from sdict_jax import config_files
 from sdict_jax import decoding
 from sdict_jax import mixers
 from sdict_jax import model as model_lib
@@ -199,18 +199,10 @@ def forward_backward(mixer):
       argnums=tuple(range(1 + len(params))))(x, *params)
 
 
-def load_config(path: str):
-  """get_config() of an experiment config file."""
-  spec = importlib.util.spec_from_file_location("bench_base_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def model_config(mixer, *, base_config, image_size, width, atoms, batch, dtype,
                  max_caption_len=None):
   """The base experiment config with this mixer, size and resolution."""
-  config = load_config(base_config)
+  config = config_files.get_config(base_config)
   grid = image_size // config.model.patch_size
   # An n×n grid has only ~n²/2 distinct real 2-D frequencies for the vision atoms.
   while atoms > 1 and atoms > grid * grid // 2:

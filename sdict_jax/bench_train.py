@@ -79,6 +79,7 @@ import jax.numpy as jnp
 import optax
 
 from sdict_jax import bench_lib
+from sdict_jax import config_files
 from sdict_jax import losses
 from sdict_jax import sharding
 from sdict_jax import step_profile
@@ -115,7 +116,7 @@ _RUN_ONCE = {"xla_backend_optimization_level": 0}
 
 def train_config(base_config: str, mixer: str, *, batch, dtype, width):
   """The experiment config with this mixer; batch, dtype, width overridden if given."""
-  config = bench_lib.load_config(base_config)
+  config = config_files.get_config(base_config)
   config.model.mixer = mixer
   if batch:
     config.train.batch_size = batch

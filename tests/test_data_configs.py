@@ -101,11 +101,9 @@ def test_coco_caption_config_trains_on_tfds_mock_data(tmp_path):
       ["data.data_dir", str(tmp_path)], ["data.tokenizer", model]]
   config_file = tmp_path / "coco_tiny.py"
   config_file.write_text(
-      "import importlib.util\n"
-      f"spec = importlib.util.spec_from_file_location('c', "
+      "from sdict_jax import config_files\n"
+      f"module = config_files.load_module("
       f"{os.path.join(ROOT, 'configs', 'coco_caption.py')!r})\n"
-      "module = importlib.util.module_from_spec(spec)\n"
-      "spec.loader.exec_module(module)\n"
       "def get_config():\n"
       "  config = module.get_config()\n" +
       "".join(f"  config.{key} = type(config.{key})({value!r})\n"

@@ -9,7 +9,6 @@ tests/test_init_from.py mesh OUT.json` by hand).
 """
 
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -26,11 +25,8 @@ MOMENT = 0.25  # the source's Adam moments, everywhere
 
 def tiny_config(**init):
   """configs/tiny.py with the init_from fields of the real-data configs."""
-  spec = importlib.util.spec_from_file_location(
-      "tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from sdict_jax import config_files
+  config = config_files.get_config(os.path.join(ROOT, "configs", "tiny.py"))
   config.init_from = ""
   config.init_from_step = None
   config.init_exclude = ()
@@ -510,12 +506,10 @@ def test_bad_init_fields_are_named_with_their_fix(changes, message):
 
 
 def test_fine_tuning_configs_fit_the_pre_training_checkpoint():
-  modules = {}
-  for name in ("pretrain", "vqav2", "coco_caption"):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(ROOT, "configs", f"{name}.py"))
-    modules[name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(modules[name])
+  from sdict_jax import config_files
+
+  modules = {name: config_files.load_module(os.path.join(ROOT, "configs", f"{name}.py"))
+             for name in ("pretrain", "vqav2", "coco_caption")}
   pretrain = modules.pop("pretrain").get_config()
   for name, module in modules.items():
     config = module.get_config()

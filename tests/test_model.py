@@ -200,12 +200,10 @@ def test_several_questions_per_image_answer_like_one_at_a_time(mixer, pool_type)
 
 def test_baselines_match_sdict_parameter_count():
   from ml_collections import ConfigDict
-  import importlib.util, os
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "shapes.py")
-  spec = importlib.util.spec_from_file_location("shapes_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  import os
+  from sdict_jax import config_files
+  config = config_files.get_config(
+      os.path.join(os.path.dirname(__file__), "..", "configs", "shapes.py"))
   from sdict_jax import train
   from sdict_jax.data import sources
   bundle = sources.load(config.data, "train")

@@ -1,21 +1,17 @@
 """The 1.1B configuration counts 1.1B ± 5 % parameters (eval_shape: no allocation)."""
 
-import importlib.util
 import os
 
 from sdict_jax import compile_check
 from sdict_jax import config_checks
+from sdict_jax import config_files
 from sdict_jax import model as model_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "sdict_1p1b", os.path.join(ROOT, "configs", "sdict_1p1b.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_files.load_module(os.path.join(ROOT, "configs", "sdict_1p1b.py"))
 
 
 def test_sdict_1p1b_has_1p1b_parameters():

@@ -4,7 +4,6 @@ checkpoint, resume, and match one process with 8 devices fed the same two input
 shards. Only process 0 writes metrics.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -55,6 +54,7 @@ def _reference_losses(out_path):
   import functools
 
   import jax
+  from sdict_jax import config_files
   from sdict_jax import metrics
   from sdict_jax import model as model_lib
   from sdict_jax import sharding
@@ -63,11 +63,7 @@ def _reference_losses(out_path):
   from sdict_jax.data import pipeline
   from sdict_jax.data import sources
 
-  spec = importlib.util.spec_from_file_location(
-      "tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = config_files.get_config(os.path.join(ROOT, "configs", "tiny.py"))
   for flag in OVERRIDES:  # --config.section.key=value, as train.py would apply it
     path, value = flag[len("--config."):].split("=")
     section, key = path.split(".")

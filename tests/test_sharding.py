@@ -8,7 +8,6 @@ its own devices. They split the meshes (`python tests/test_sharding.py OUT.json 
 """
 
 import functools
-import importlib.util
 import json
 import os
 import re
@@ -41,11 +40,8 @@ RTOL = 3e-5
 
 def tiny_config():
   """configs/tiny.py (width 32, one block of each kind, 32 px), 8 examples a step."""
-  spec = importlib.util.spec_from_file_location(
-      "tiny", os.path.join(ROOT, "configs", "tiny.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from sdict_jax import config_files
+  config = config_files.get_config(os.path.join(ROOT, "configs", "tiny.py"))
   config.train.update(batch_size=8, steps=10)
   # Adam's first updates are nearly sign(gradient): a parameter whose gradient is
   # at rounding level moves by ±lr depending on the mesh's summation order. At

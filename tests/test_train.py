@@ -17,12 +17,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name="tiny"):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(ROOT, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  from sdict_jax import config_files
+  return config_files.get_config(os.path.join(ROOT, "configs", f"{name}.py"))
 
 
 @pytest.mark.parametrize("field,value,message", [
