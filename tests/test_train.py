@@ -21,6 +21,21 @@ def _config(name="tiny"):
   return config_files.get_config(os.path.join(ROOT, "configs", f"{name}.py"))
 
 
+@pytest.mark.parametrize("name", sorted(
+    f[:-3] for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".py")))
+def test_every_config_file_passes_the_checks(name):
+  config_checks.validate(_config(name), num_devices=1)
+
+
+def test_shapes_long_is_the_default_trained_longer():
+  default, long = _config("shapes"), _config("shapes_long")
+  assert long.train.steps == 5 * default.train.steps
+  assert long.loss.recon_anneal_steps == 5 * default.loss.recon_anneal_steps
+  for section in ("model", "data", "optim"):
+    assert long[section].to_dict() == default[section].to_dict(), section
+  assert long.train.batch_size == default.train.batch_size
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("model.mixer", "transformer", "config.model.mixer='transformer' is unknown"),
     ("data.image_size", 36, "not divisible by config.model.patch_size"),
