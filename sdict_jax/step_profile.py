@@ -32,7 +32,11 @@ PART_SCOPES = (("SDictVLM.encode_text", "text encoder"),
                ("SDictVLM", "heads and losses"))
 COMPONENT_SCOPES = (("/mixer/", "token mixing"), ("/question_gate_", "question gate"),
                     ("/question_film_", "question FiLM"), ("/mlp_in/", "MLP matmuls"),
-                    ("/mlp_out/", "MLP matmuls"), ("norm", "LayerNorm"))
+                    ("/mlp_out/", "MLP matmuls"))
+# The model's LayerNorm modules: a block's norm_mix / norm_mlp, the encoders' and
+# the decoder's final vision_norm, text_norm, fusion_norm, decoder_norm.
+_LAYER_NORM = re.compile(r"/(norm_mix|norm_mlp|vision_norm|text_norm|fusion_norm|"
+                         r"decoder_norm)/")
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ ([\w\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
 
@@ -53,7 +57,9 @@ def classify(op_name: str) -> tuple[str, str]:
   part = next((p for scope, p in PART_SCOPES if scope in op_name), None)
   if part is None:  # outside the model: the loss sum in the loop, or the update
     part = "heads and losses" if "/while/" in op_name else "optimizer"
-  component = next((c for scope, c in COMPONENT_SCOPES if scope in op_name), "other")
+  component = next((c for scope, c in COMPONENT_SCOPES if scope in op_name), None)
+  if component is None:
+    component = "LayerNorm" if _LAYER_NORM.search(op_name) else "other"
   return part, component
 
 

@@ -260,6 +260,12 @@ def test_profile_attributes_ops_to_parts_and_components():
       "fusion", "MLP matmuls")
   assert step_profile.classify(f"{scope}/fusion_0/norm_mix/reduce_sum") == (
       "fusion", "LayerNorm")
+  assert step_profile.classify(f"{scope}/fusion_norm/rsqrt") == ("fusion", "LayerNorm")
+  # A norm computed elsewhere is not a LayerNorm module's.
+  assert step_profile.classify(f"{scope}/fusion_0/question_film_0/norm/sqrt")[1] != (
+      "LayerNorm")
+  assert step_profile.classify(f"{scope}/SDictVLM.box/normalize/div") == (
+      "fusion", "other")
   assert step_profile.classify("jit(train_step)/while/body/closed_call/"
                                "integer_pow") == ("heads and losses", "other")
   assert step_profile.classify("jit(train_step)/sqrt") == ("optimizer", "other")
