@@ -144,8 +144,8 @@ def _analysis(x, omega, grid, *, ridge, mask, method):
   inverse is shared: XLA's CPU dot then multiplies row-major operands as they
   lie, where a shared [N, 2K] operand costs a transpose of x, the coefficients
   and y on the way in and out (and again in the backward pass). Broadcasting
-  B and the inverse costs far less than those copies: this layout halved the
-  fwd+bwd time of a fusion layer (docs/experiments.md, session 9).
+  B and the inverse costs far less than those copies (one fusion layer, fwd+bwd:
+  77 → 44–65 ms masked, 74 → 35 ms unmasked; docs/experiments.md, session 9).
   """
   basis = real_dictionary(omega, grid)  # [N, 2K], float32
   batch = x.shape[:-2]
