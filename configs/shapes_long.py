@@ -13,10 +13,14 @@ held-out VQA 0.700 and CIDEr 2.53 (shape 0.48; README, "Results").
 from sdict_jax import config_files
 
 
+LENGTH = 5  # × the default's training steps
+
+
 def get_config():
   config = config_files.sibling(__file__, "shapes").get_config()
-  config.train.update(steps=5000, eval_every=1000, checkpoint_every=1000)
+  config.train.update(steps=LENGTH * config.train.steps, eval_every=1000,
+                      checkpoint_every=1000)
   # The annealed reconstruction weight reaches its floor at the same fraction
   # of training as in the default run.
-  config.loss.recon_anneal_steps = 10_000
+  config.loss.recon_anneal_steps *= LENGTH
   return config
