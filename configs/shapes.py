@@ -35,6 +35,11 @@ def get_config() -> ml_collections.ConfigDict:
       # the colour answers. Real-image configs use "crop+randaugment".
       augment="",
       randaugment_magnitude=9,
+      # "oracle": each patch holds the ground-truth colour, shape and size of what
+      # covers it instead of pixels (same scenes and questions): a diagnostic that
+      # takes perception out of the task (README, "Seeing or reasoning").
+      render="pixels",
+      oracle_patch_size=8,  # = model.patch_size when render="oracle"
   )
 
   config.model = dict(

@@ -54,6 +54,14 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.max_text_len={model.max_text_len}; raise the model's.")
   _require(data.name in sources.names(),
            f"config.data.name={data.name!r} is unknown; use one of {sources.names()}.")
+  if data.get("render", "pixels") != "pixels":
+    _require(data.name == "shapes" and data.render == "oracle",
+             f"config.data.render={data.render!r}: only the shapes source renders, "
+             f"as 'pixels' or 'oracle'.")
+    _require(data.get("oracle_patch_size", 8) == model.patch_size,
+             f"config.data.oracle_patch_size={data.get('oracle_patch_size', 8)} must be "
+             f"config.model.patch_size={model.patch_size}: oracle images write each "
+             f"patch's attributes into that patch's pixels.")
   _require(data.get("questions_per_image", 1) >= 1,
            f"config.data.questions_per_image={data.get('questions_per_image')}; a "
            f"training example asks at least 1 question of its image.")

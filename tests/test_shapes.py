@@ -276,3 +276,33 @@ def test_question_only_baseline_is_near_chance():
   assert abs(accuracy["yes/no"] - 0.5) <= 0.04
   assert accuracy["number"] <= 0.32  # chance is 0.25
   assert accuracy["other"] <= 0.25  # chance is 1/6 (colours) or 1/5 (shapes)
+
+
+def test_oracle_images_hold_each_patchs_attributes():
+  """render="oracle": the same scene and questions; each patch, as the model cuts it,
+  starts with the fraction covered by each colour, shape and size."""
+  from sdict_jax import model as model_lib  # pylint: disable=import-outside-toplevel
+  pixels = shapes.ShapesSource("validation", num_examples=20)
+  oracle = shapes.ShapesSource("validation", num_examples=20, render="oracle",
+                               oracle_patch_size=8)
+  n = len(shapes.ORACLE_ATTRIBUTES)
+  for i in range(20):
+    a, b = pixels[i], oracle[i]
+    assert a["questions"] == b["questions"] and a["captions"] == b["captions"]
+    patches = np.asarray(model_lib.patchify(b["image"][None] / 255.0, 8)[0][0])
+    assert not patches[:, n:].any()
+    colour, shape, size = np.split(patches[:, :n], [6, 11], axis=1)
+    # An object's pixel counts once per attribute; objects never overlap.
+    np.testing.assert_allclose(colour.sum(1), shape.sum(1), atol=6 / 255)
+    np.testing.assert_allclose(colour.sum(1), size.sum(1), atol=6 / 255)
+    scene = oracle.scene(i)
+    present = {v for o in scene.objects for v in (o.colour, o.shape, o.size)}
+    totals = patches[:, :n].sum(0)
+    for index, value in enumerate(shapes.ORACLE_ATTRIBUTES):
+      assert (totals[index] > 0) == (value in present), (i, value)
+    # In patches' worth: every shape fills between half its box (triangle,
+    # diamond) and all of it (square).
+    boxes_area = sum(shapes.SIZES[o.size] ** 2 for o in scene.objects) * 64
+    assert 0.45 * boxes_area < colour.sum() < 1.05 * boxes_area
+  with pytest.raises(ValueError, match="rendering"):
+    shapes.ShapesSource("train", render="depth")

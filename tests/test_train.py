@@ -47,11 +47,15 @@ def test_shapes_long_is_the_default_trained_longer():
     ("loss.recon_floor", 0.0, "never switched off"),
     ("data.name", "imagenet", "config.data.name='imagenet' is unknown"),
     ("data.questions_per_image", 0, "asks at least 1 question"),
+    ("data.render", "depth", "only the shapes source renders"),
+    ("data.oracle_patch_size", 4, "oracle_patch_size=4 must be config.model.patch_size=8"),
 ])
 def test_bad_config_is_named_with_its_fix(field, value, message):
   config = ConfigDict(_config().to_dict())
   section, key = field.split(".")
   config[section][key] = value
+  if key == "oracle_patch_size":
+    config.data.render = "oracle"
   with pytest.raises(config_checks.ConfigError, match=message.replace("(", r"\(")
                      .replace(")", r"\)").replace("[", r"\[")):
     config_checks.validate(config, num_devices=4)

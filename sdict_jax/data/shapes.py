@@ -56,6 +56,8 @@ PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
 SIZES = {"small": 0.16, "large": 0.30}
 SIZE_SYNONYMS = {"small": ("small", "little"), "large": ("large", "big")}
 MAX_OBJECTS = 4
+# What ShapesSource's images show: the rendered scene, or its ground truth per patch.
+RENDERINGS = ("pixels", "oracle")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 
 _BACKGROUND_MAX = 110.0
@@ -262,6 +264,39 @@ def render(objects, rng: np.random.Generator, image_size: int) -> np.ndarray:
     shade = float(rng.uniform(0.85, 1.0))  # slight per-object brightness variation
     image[rows, cols][mask] = np.asarray(COLOURS[obj.colour], np.float32) * shade
   return image.astype(np.uint8)
+
+
+# The attributes an oracle patch holds, in order: 6 colours, 5 shapes, 2 sizes.
+ORACLE_ATTRIBUTES = (*COLOURS, *SHAPES, *SIZES)
+
+
+def render_oracle(objects, image_size: int, patch_size: int) -> np.ndarray:
+  """uint8 [S, S, 3]: the scene's ground truth at patch resolution, no perception.
+
+  Each patch's first len(ORACLE_ATTRIBUTES) values, in the model's patch layout
+  (`model.patchify`: the patch's pixels row by row, RGB), hold the fraction of the
+  patch covered by an object of each colour, shape and size (× 255); the rest are 0.
+  A model trained on these images has perfect per-patch features, so what it
+  still fails at is reasoning over the scene, not seeing it (README, "Seeing or
+  reasoning"; there also why it is a weaker input than pixels at initialisation:
+  13 small values on an otherwise empty patch).
+  """
+  if image_size % patch_size or patch_size * patch_size * 3 < len(ORACLE_ATTRIBUTES):
+    raise ValueError(f"Oracle images need patches of >= 3x3 pixels that tile the "
+                     f"image; got patch_size={patch_size}, image_size={image_size}.")
+  coords = (np.arange(image_size, dtype=np.float32) + 0.5) / image_size
+  attributes = np.zeros((image_size, image_size, len(ORACLE_ATTRIBUTES)), np.float32)
+  for obj in objects:
+    mask = _shape_mask(obj.shape, coords[:, None] - obj.cy, coords[None, :] - obj.cx,
+                       SIZES[obj.size] / 2)
+    for value in (obj.colour, obj.shape, obj.size):
+      attributes[mask, ORACLE_ATTRIBUTES.index(value)] = 1.0
+  grid = image_size // patch_size
+  coverage = attributes.reshape(grid, patch_size, grid, patch_size, -1).mean((1, 3))
+  patches = np.zeros((grid, grid, patch_size * patch_size * 3), np.float32)
+  patches[..., :len(ORACLE_ATTRIBUTES)] = coverage
+  image = patches.reshape(grid, grid, patch_size, patch_size, 3).transpose(0, 2, 1, 3, 4)
+  return np.round(image.reshape(image_size, image_size, 3) * 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------------
@@ -487,27 +522,33 @@ class ShapesSource:
   """Random-access source of shapes examples (Grain's RandomAccessDataSource protocol).
 
   Holds only its arguments, so it pickles cheaply into Grain worker processes.
+  `render="oracle"` replaces each image by `render_oracle`'s (same scenes, questions
+  and captions; `oracle_patch_size` must be the model's patch size).
   """
 
   def __init__(self, split: str, *, num_examples: int | None = None, image_size: int = 64,
-               seed: int = 0):
+               seed: int = 0, render: str = "pixels", oracle_patch_size: int = 8):
     if split not in SPLITS:
       raise ValueError(f"Unknown split {split!r}; valid splits: {sorted(SPLITS)}.")
     if image_size < 32:
       raise ValueError(f"image_size must be >= 32 (small objects vanish below); "
                        f"got {image_size}.")
+    if render not in RENDERINGS:
+      raise ValueError(f"Unknown rendering {render!r}; use one of {RENDERINGS}.")
     self.split = split
     self.split_id, default_size = SPLITS[split]
     self.num_examples = default_size if num_examples is None else int(num_examples)
     self.image_size = image_size
     self.seed = seed
+    self.render = render
+    self.oracle_patch_size = oracle_patch_size
 
   def __len__(self) -> int:
     return self.num_examples
 
   def __repr__(self) -> str:
     return (f"ShapesSource(split={self.split!r}, num_examples={self.num_examples}, "
-            f"image_size={self.image_size}, seed={self.seed})")
+            f"image_size={self.image_size}, seed={self.seed}, render={self.render!r})")
 
   def _rng(self, index: int) -> np.random.Generator:
     index = int(index)
@@ -522,7 +563,11 @@ class ShapesSource:
   def __getitem__(self, index: int) -> dict:
     rng = self._rng(index)
     scene = sample_scene(rng)
+    # Rendered in either mode: the background and shades draw from the same RNG
+    # stream as the questions, which stay the same.
     image = render(scene.objects, rng, self.image_size)
+    if self.render == "oracle":
+      image = render_oracle(scene.objects, self.image_size, self.oracle_patch_size)
     qas = questions(scene, rng)
     return {
         "image": image,

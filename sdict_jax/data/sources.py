@@ -61,7 +61,9 @@ def _shapes(data_config, split: str) -> DataBundle:
            "test": data_config.get("eval_examples")}
   source = shapes.ShapesSource(split, num_examples=sizes.get(split),
                                image_size=data_config.image_size,
-                               seed=data_config.get("seed", 0))
+                               seed=data_config.get("seed", 0),
+                               render=data_config.get("render", "pixels"),
+                               oracle_patch_size=data_config.get("oracle_patch_size", 8))
   return DataBundle(source=source, tokenizer=tokenizer_lib.shapes_tokenizer(),
                     answer_vocab=shapes.answer_vocabulary())
 
