@@ -4,6 +4,7 @@ import re
 
 from sdict_jax import mixers
 from sdict_jax import spectral
+from sdict_jax.data import shapes
 from sdict_jax.data import sources
 
 
@@ -55,9 +56,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(data.name in sources.names(),
            f"config.data.name={data.name!r} is unknown; use one of {sources.names()}.")
   if data.get("render", "pixels") != "pixels":
-    _require(data.name == "shapes" and data.render == "oracle",
+    _require(data.name == "shapes" and data.render in shapes.RENDERINGS,
              f"config.data.render={data.render!r}: only the shapes source renders, "
-             f"as 'pixels' or 'oracle'.")
+             f"as one of {shapes.RENDERINGS}.")
     _require(data.get("oracle_patch_size", 8) == model.patch_size,
              f"config.data.oracle_patch_size={data.get('oracle_patch_size', 8)} must be "
              f"config.model.patch_size={model.patch_size}: oracle images write each "

@@ -56,8 +56,6 @@ PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles",
 SIZES = {"small": 0.16, "large": 0.30}
 SIZE_SYNONYMS = {"small": ("small", "little"), "large": ("large", "big")}
 MAX_OBJECTS = 4
-# What ShapesSource's images show: the rendered scene, or its ground truth per patch.
-RENDERINGS = ("pixels", "oracle")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four")
 
 _BACKGROUND_MAX = 110.0
@@ -266,6 +264,8 @@ def render(objects, rng: np.random.Generator, image_size: int) -> np.ndarray:
   return image.astype(np.uint8)
 
 
+# What ShapesSource's images show: the rendered scene, or its ground truth per patch.
+RENDERINGS = ("pixels", "oracle")
 # The attributes an oracle patch holds, in order: 6 colours, 5 shapes, 2 sizes.
 ORACLE_ATTRIBUTES = (*COLOURS, *SHAPES, *SIZES)
 
