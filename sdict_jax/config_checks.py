@@ -59,8 +59,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
     _require(data.name == "shapes" and data.render in shapes.RENDERINGS,
              f"config.data.render={data.render!r}: only the shapes source renders, "
              f"as one of {shapes.RENDERINGS}.")
-    _require(data.get("oracle_patch_size", 8) == model.patch_size,
-             f"config.data.oracle_patch_size={data.get('oracle_patch_size', 8)} must be "
+    oracle_patch_size = data.get("oracle_patch_size", 8)
+    _require(oracle_patch_size == model.patch_size,
+             f"config.data.oracle_patch_size={oracle_patch_size} must be "
              f"config.model.patch_size={model.patch_size}: oracle images write each "
              f"patch's attributes into that patch's pixels.")
   _require(data.get("questions_per_image", 1) >= 1,
