@@ -141,7 +141,7 @@ def _analysis_pass(module, batch, text, with_decoder):
   decoder (teacher forced) after the text-free prefix. Returns (answers, prefix mask)."""
   vision = module.encode_image(batch["image"])
   fused, mask = module.fuse(vision, text)
-  answers = jnp.argmax(module.answer_logits(fused, mask), -1)
+  answers = jnp.argmax(module.answer_logits(fused, mask, vision.shape[1]), -1)
   if not with_decoder:
     return answers, None
   prefix, prefix_mask = module.fuse(vision, text[:, :0])  # captioning: no text

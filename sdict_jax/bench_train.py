@@ -204,6 +204,8 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
                            batch["refexp"]], 0)
   no_text = jnp.zeros((images, 0), jnp.int32)
   positions = jnp.arange(batch["caption_in"].shape[1])
+  num_patches = (batch["image"].shape[1] // model.patch_size) * (
+      batch["image"].shape[2] // model.patch_size)
 
   def vision_fn(params, image):
     y, aux = apply(params, type(model).encode_image, image)
@@ -229,7 +231,7 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
   def heads_losses_fn(params, fused_questions, fused_refexps, caption_logits,
                       mask_questions, mask_refexps):
     (answer_logits, box), _ = apply(
-        params, lambda m, fq, fr, mq, mr, train: (m.answer_logits(fq, mq),
+        params, lambda m, fq, fr, mq, mr, train: (m.answer_logits(fq, mq, num_patches),
                                                    m.box(fr, mr)),
         fused_questions, fused_refexps, mask_questions, mask_refexps)
     outputs = {"answer_logits": answer_logits.reshape(questions.shape[:-1] + (-1,)),

@@ -29,6 +29,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(model.get("pool_type", "tok") in ("tok", "gap"),
            f"config.model.pool_type={model.get('pool_type')!r}; use 'tok' (the [CLS] "
            f"token) or 'gap' (the mean of the fused tokens).")
+  _require(model.get("vqa_readout", "pool") in ("pool", "tokens"),
+           f"config.model.vqa_readout={model.get('vqa_readout')!r}; use 'pool' (the "
+           f"head reads the pooled token) or 'tokens' (plus a per-token read-out).")
   _require(model.num_atoms >= 1,
            f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
   _require(model.width >= 1 and model.mlp_ratio >= 1,
@@ -97,7 +100,24 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(until is None or (isinstance(until, int) and until >= 0),
            f"config.loss.sparsity_until_step={until!r}; use a step >= 0 (the sparsity "
            f"term stops there) or 0 / None to keep it on.")
+  _validate_lr_mults(config.optim.get("lr_mults", ()) or ())
   _validate_init_from(config)
+
+
+def _validate_lr_mults(lr_mults):
+  """optim.lr_mults: ((regex of parameter paths, factor >= 0), ...); 0 freezes."""
+  example = "e.g. ((r'(vision|fusion)_\\d+/.*', 0.1),)"
+  for entry in lr_mults:
+    _require(isinstance(entry, (tuple, list)) and len(entry) == 2
+             and isinstance(entry[0], str)
+             and isinstance(entry[1], (int, float)) and entry[1] >= 0,
+             f"config.optim.lr_mults holds {entry!r}; give (regex, factor >= 0) "
+             f"pairs, {example}.")
+    try:
+      re.compile(entry[0])
+    except re.error as error:
+      raise ConfigError(f"config.optim.lr_mults pattern {entry[0]!r} is not a regex "
+                        f"({error}); {example}.") from None
 
 
 def _validate_init_from(config):

@@ -36,7 +36,8 @@ def _predict(module, batch, *, model, decode_model, params, max_len, bos_id, eos
   captions, _ = decoding.decode_captions(
       model, decode_model, params, fused_c, mask_c, bos_id=bos_id, eos_id=eos_id,
       max_len=max_len, options=decode_options, rng=rng)
-  return {"answer": jnp.argmax(module.answer_logits(fused_q, mask_q), -1),
+  answer_logits = module.answer_logits(fused_q, mask_q, vision.shape[1])
+  return {"answer": jnp.argmax(answer_logits, -1),
           "box": module.box(fused_r, mask_r), "caption": captions}
 
 

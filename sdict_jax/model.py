@@ -4,6 +4,8 @@
   text ── embedding ─ L_t text blocks ───────────────────────────┤
              [CLS] ⊕ vision ⊕ text ─ L_f fusion blocks ─ pool ─ VQA / box heads
                                     └─ prefix of the caption decoder (L_d causal blocks)
+  vqa_readout="tokens": the VQA head also reads each fused image token compared
+  with the question, then averaged (TokenReadout).
 
 Every block is pre-LayerNorm → mixer → residual → LayerNorm → GELU MLP → residual;
 the mixer is chosen by name, so the attention and FNet baselines differ from
@@ -24,6 +26,11 @@ from sdict_jax import sharding
 
 Array = jax.Array
 _embed_init = nn.initializers.normal(0.02)
+# Parameter paths of the encoders and the fusion: the trunk that the VQA and box
+# heads and the caption decoder read (a regex for optim.lr_mults).
+TRUNK_PARAMS = (r"(vision|text|fusion)_\d+/.*|(vision|text|fusion)_norm/.*"
+                r"|question_(gate|film)_\d+/.*|patch_projection/.*"
+                r"|vision_position|vision_omega|text_position|segment|cls")
 
 
 class Block(nn.Module):
@@ -82,6 +89,31 @@ class QuestionFiLM(nn.Module):
     return x * (1 + scale) + shift
 
 
+class TokenReadout(nn.Module):
+  """mean_i MLP(FiLM(x_i; q)) over the image tokens x_i: what the VQA head reads
+  beside the pooled token when model.vqa_readout="tokens".
+
+  Why: "is there a red square?" is a conjunction per object, asked of every image
+  token. A read-out that pools first (the [CLS] token, the mean) must find it in one
+  vector that mixes every object; here each token is compared with the question
+  (FiLM), a token-wise MLP decides "this token matches", and only then are the
+  tokens averaged, so existence and counting are a sum of per-token decisions
+  (README, "Seeing or reasoning"). Token-wise: no token reads another, so the
+  model's only token mixing stays the mixer's. FiLM is zero-initialised.
+  """
+
+  @nn.compact
+  def __call__(self, image_tokens, question):
+    d = image_tokens.shape[-1]
+    scale_shift = nn.Dense(2 * d, kernel_init=nn.initializers.zeros,
+                           dtype=image_tokens.dtype, name="film")(question)
+    scale, shift = jnp.split(scale_shift[:, None, :], 2, axis=-1)
+    h = image_tokens * (1 + scale) + shift
+    h = nn.gelu(nn.Dense(d, dtype=image_tokens.dtype, name="mlp_in")(h))
+    h = nn.Dense(d, dtype=image_tokens.dtype, name="mlp_out")(h)
+    return jnp.mean(h, axis=1)
+
+
 def patchify(images: Array, patch_size: int) -> tuple[Array, tuple[int, int]]:
   """[B, H, W, C] → [B, (H/p)·(W/p), p·p·C] by reshape (row-major patch grid)."""
   b, h, w, c = images.shape
@@ -121,6 +153,9 @@ class SDictVLM(nn.Module):
   # What the VQA and box heads read: "tok", the [CLS] token (the paper), or
   # "gap", the mean of every valid fused token (big_vision's pool_type names).
   pool_type: str = "tok"
+  # VQA only: "pool", the head reads pool(); "tokens", pool() plus TokenReadout's
+  # per-token comparison of the image tokens with the question.
+  vqa_readout: str = "pool"
   max_text_len: int = 64
   max_caption_len: int = 64
   recon_noise: float = 0.1
@@ -178,6 +213,11 @@ class SDictVLM(nn.Module):
     norm = functools.partial(nn.LayerNorm, dtype=self.dtype)
     self.vision_norm, self.text_norm, self.fusion_norm, self.decoder_norm = (
         norm(), norm(), norm(), norm())
+    if self.vqa_readout == "tokens":
+      self.token_readout = TokenReadout()
+    elif self.vqa_readout != "pool":
+      raise ValueError(f"Unknown model.vqa_readout {self.vqa_readout!r}; use 'pool' "
+                       "or 'tokens'.")
     self.vqa_head = [nn.Dense(d, dtype=self.dtype),
                      nn.Dense(self.num_answers, dtype=jnp.float32)]
     self.box_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(4, dtype=jnp.float32)]
@@ -258,9 +298,25 @@ class SDictVLM(nn.Module):
       return jnp.sum(fused * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0)
     raise ValueError(f"Unknown model.pool_type {self.pool_type!r}; use 'tok' or 'gap'.")
 
-  def answer_logits(self, fused: Array, mask: Array) -> Array:
+  def answer_logits(self, fused: Array, mask: Array,
+                    num_image_tokens: Optional[int] = None) -> Array:
+    """Answer logits [B, A] from fuse's outputs for image tokens and a question.
+
+    num_image_tokens (vision.shape[1]) locates the image tokens in the fused
+    sequence; the "tokens" read-out needs it.
+    """
+    features = self.pool(fused, mask)
+    if self.vqa_readout == "tokens":
+      if num_image_tokens is None:
+        raise ValueError("model.vqa_readout='tokens' needs answer_logits(..., "
+                         "num_image_tokens=vision.shape[1]).")
+      text_start = 1 + num_image_tokens
+      text_mask = mask[:, text_start:, None].astype(fused.dtype)
+      question = jnp.sum(fused[:, text_start:] * text_mask, 1) / jnp.maximum(
+          jnp.sum(text_mask, 1), 1.0)
+      features = features + self.token_readout(fused[:, 1:text_start], question)
     hidden, out = self.vqa_head
-    return out(nn.gelu(hidden(self.pool(fused, mask))))
+    return out(nn.gelu(hidden(features)))
 
   def box(self, fused: Array, mask: Array) -> Array:
     """(ymin, xmin, ymax, xmax) in [0, 1] from the pooled fused tokens."""
@@ -321,7 +377,7 @@ class SDictVLM(nn.Module):
     no_text = jnp.zeros((batch_size, 0), jnp.int32)
     prefix, prefix_mask = self.fuse(vision, no_text, train)
     caption_len = batch["caption_in"].shape[1]
-    answer_logits = self.answer_logits(fused[:asked], mask[:asked])
+    answer_logits = self.answer_logits(fused[:asked], mask[:asked], vision.shape[1])
     return {
         "answer_logits": answer_logits.reshape(batch["question"].shape[:-1] +
                                                answer_logits.shape[-1:]),
@@ -367,6 +423,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       question_gate=model_config.get("question_gate", False),
       question_film=model_config.get("question_film", False),
       pool_type=model_config.get("pool_type", "tok"),
+      vqa_readout=model_config.get("vqa_readout", "pool"),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
       recon_noise=model_config.get("recon_noise", 0.1),

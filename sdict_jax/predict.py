@@ -80,7 +80,7 @@ def _caption(module, batch, *, model, decode_model, params, config, tokenizer,
 def _answer_probabilities(module, batch):
   vision = module.encode_image(batch["image"])
   fused, mask = module.fuse(vision, batch["question"])
-  return jax.nn.softmax(module.answer_logits(fused, mask), -1)
+  return jax.nn.softmax(module.answer_logits(fused, mask, vision.shape[1]), -1)
 
 
 def predict(workdir, config, image: np.ndarray, question=None, *, options=None,

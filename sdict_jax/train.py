@@ -12,6 +12,7 @@ checkpoints.
 import functools
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -91,7 +92,13 @@ def make_optimizer(optim, steps: int):
   weight's output sums d such steps; at the same learning rate the filters
   (and so all token mixing) learn tens of times slower than everything around
   them (README, "Why SDict vision learned late"). 1 is the paper's plain AdamW.
-  """
+
+  `optim.lr_mults`, ((regex, factor), ...), multiplies the step of every parameter
+  whose path ('vision_0/mlp_in/kernel') fully matches a regex by the first match's
+  factor (on top of filter_lr_mult): e.g. a trunk that steps slower than the heads
+  reading it, so that its features stop drifting away from a read-out that has not
+  yet found its signal (README, "Reading the answer out"). A factor of 0 freezes
+  (weight decay included)."""
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, optim.lr, warmup_steps=min(optim.warmup_steps, steps // 2),
       decay_steps=steps,
@@ -101,9 +108,13 @@ def make_optimizer(optim, steps: int):
   decay_mask = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, p: p.ndim >= 2 and leaf_name(path) not in _NO_DECAY, params)
   filter_mult = optim.get("filter_lr_mult", 1.0)
-  step_scale = lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, p: filter_mult if leaf_name(path) in FILTER_PARAMS else 1.0,
-      params)
+  lr_mults = [(re.compile(pattern), factor)
+              for pattern, factor in optim.get("lr_mults", ()) or ()]
+  def scale(path, _):
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    factor = next((f for pattern, f in lr_mults if pattern.fullmatch(name)), 1.0)
+    return factor * (filter_mult if leaf_name(path) in FILTER_PARAMS else 1.0)
+  step_scale = lambda params: jax.tree_util.tree_map_with_path(scale, params)
   return optax.chain(
       optax.clip_by_global_norm(optim.clip_norm),
       optax.adamw(schedule, b1=optim.b1, b2=optim.b2,

@@ -148,10 +148,11 @@ def test_image_size_not_divisible_by_patch_is_a_clear_error():
                 method=model.encode_image)
 
 
-@pytest.mark.parametrize("pool_type", ["tok", "gap"])
-def test_padding_in_text_changes_no_answer(pool_type):
+@pytest.mark.parametrize("pool_type,vqa_readout", [("tok", "pool"), ("gap", "pool"),
+                                                   ("tok", "tokens")])
+def test_padding_in_text_changes_no_answer(pool_type, vqa_readout):
   """Question padding is masked: garbage embeddings there change nothing."""
-  model, batch = _model(pool_type=pool_type), _batch()
+  model, batch = _model(pool_type=pool_type, vqa_readout=vqa_readout), _batch()
   params = _params(model, batch)
   answers = model.apply({"params": params}, batch)["answer_logits"]
   longer = dict(batch, question=jnp.pad(batch["question"], ((0, 0), (0, 4))),
@@ -174,16 +175,58 @@ def test_gap_pool_is_the_mean_of_the_valid_fused_tokens():
   np.testing.assert_allclose(pooled, fused[:, :valid].mean(1), rtol=1e-5, atol=1e-6)
 
 
+def _answer_logits_of_fused(model, params, batch, permutation):
+  """answer_logits with the fused image tokens put in `permutation`'s order."""
+  def run(m, b):
+    vision = m.encode_image(b["image"])
+    fused, mask = m.fuse(vision, b["question"])
+    image = 1 + np.asarray(permutation)
+    order = np.concatenate([[0], image, np.arange(1 + len(image), fused.shape[1])])
+    return m.answer_logits(fused[:, order], mask[:, order], vision.shape[1])
+  return model.apply({"params": params}, batch, method=run)
+
+
+def test_token_readout_is_tokenwise_and_reads_only_image_tokens_and_question():
+  """vqa_readout='tokens' compares each image token with the question, then
+  averages: the order of the image tokens does not matter, their content does."""
+  model, batch = _model(vqa_readout="tokens"), _batch()
+  params = _params(model, batch)
+  # Non-zero FiLM, as after training (it starts at the identity).
+  film = params["token_readout"]["film"]
+  film["kernel"] = jax.random.normal(jax.random.PRNGKey(3), film["kernel"].shape)
+  identity = _answer_logits_of_fused(model, params, batch, np.arange(16))
+  shuffled = _answer_logits_of_fused(model, params, batch,
+                                     np.random.default_rng(0).permutation(16))
+  np.testing.assert_allclose(shuffled, identity, rtol=1e-5, atol=1e-5)
+  # The same model without the read-out answers otherwise: the read-out is used.
+  plain = _model(vqa_readout="pool")
+  plain_params = {k: v for k, v in params.items() if k != "token_readout"}
+  pooled_only = _answer_logits_of_fused(plain, plain_params, batch, np.arange(16))
+  assert float(jnp.max(jnp.abs(identity - pooled_only))) > 1e-3
+
+
+def test_token_readout_without_the_image_token_count_is_a_clear_error():
+  model, batch = _model(vqa_readout="tokens"), _batch()
+  params = _params(model, batch)
+  def run(m, b):
+    return m.answer_logits(*m.fuse(m.encode_image(b["image"]), b["question"]))
+  with pytest.raises(ValueError, match="num_image_tokens=vision.shape"):
+    model.apply({"params": params}, batch, method=run)
+
+
 def test_unknown_pool_type_is_a_clear_error():
   model, batch = _model(pool_type="max"), _batch()
   with pytest.raises(ValueError, match="pool_type 'max'.*'tok' or 'gap'"):
     _params(model, batch)
 
 
-@pytest.mark.parametrize("mixer,pool_type", [("sdict", "tok"), ("sdict", "gap"),
-                                             ("attention", "tok")])
-def test_several_questions_per_image_answer_like_one_at_a_time(mixer, pool_type):
-  model, batch = _model(mixer, pool_type=pool_type), _batch(batch_size=2)
+@pytest.mark.parametrize("mixer,pool_type,vqa_readout", [
+    ("sdict", "tok", "pool"), ("sdict", "gap", "pool"), ("attention", "tok", "pool"),
+    ("sdict", "tok", "tokens")])
+def test_several_questions_per_image_answer_like_one_at_a_time(mixer, pool_type,
+                                                               vqa_readout):
+  model = _model(mixer, pool_type=pool_type, vqa_readout=vqa_readout)
+  batch = _batch(batch_size=2)
   params = _params(model, batch)
   questions = jnp.asarray([[[5, 6, 7, 0, 0, 0, 0, 0], [9, 0, 0, 0, 0, 0, 0, 0],
                             [4, 4, 8, 3, 0, 0, 0, 0]]] * 2)

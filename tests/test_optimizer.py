@@ -48,3 +48,44 @@ def test_weight_decay_shrinks_weight_matrices_not_filters_or_atoms():
   for name in ("gain", "phase_bias", "omega", "amp"):
     np.testing.assert_array_equal(updates["mixer"][name], 0.0)
   np.testing.assert_array_equal(updates["mlp_in"]["bias"], 0.0)
+
+
+def test_lr_mults_scale_the_matching_paths_by_the_first_match():
+  grads = jax.tree.map(jnp.ones_like, _params())
+  plain = _first_update(_optim(weight_decay=0.0), grads)
+  mults = ((r"mlp_in/kernel", 0.1), (r"mlp_in/.*", 3.0), (r"mixer/(gain|omega)", 0.5))
+  scaled = _first_update(_optim(weight_decay=0.0, filter_lr_mult=100.0,
+                                lr_mults=mults), grads)
+  expected = {("mlp_in", "kernel"): 0.1, ("mlp_in", "bias"): 3.0,
+              ("mixer", "gain"): 0.5 * 100.0,  # composes with filter_lr_mult
+              ("mixer", "phase_bias"): 100.0, ("mixer", "omega"): 0.5,
+              ("mixer", "amp"): 1.0}
+  for (module, name), factor in expected.items():
+    np.testing.assert_allclose(scaled[module][name], factor * plain[module][name],
+                               rtol=1e-6)
+
+
+def test_trunk_params_are_the_encoders_and_fusion_not_heads_or_decoder():
+  import re  # pylint: disable=g-import-not-at-top
+  from sdict_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  model = model_lib.SDictVLM(vocab_size=20, num_answers=5, width=16, num_atoms=4,
+                             pretrain_grid=(4, 4), question_gate=True,
+                             question_film=True, vqa_readout="tokens",
+                             tie_vision_atoms=True)
+  shapes = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
+      model_lib.dummy_batch(1, 32, 4, 4, 5)))["params"]
+  read_by_others = ("vqa_head_", "box_head_", "token_readout", "decoder_",
+                    "token_embedding", "caption_position")
+  for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    in_trunk = re.fullmatch(model_lib.TRUNK_PARAMS, name) is not None
+    assert in_trunk != name.startswith(read_by_others), name
+
+
+def test_lr_mult_zero_freezes_weight_decay_included():
+  grads = jax.tree.map(jnp.ones_like, _params())
+  updates = _first_update(_optim(lr_mults=((r"mlp_in/.*", 0.0),)), grads)
+  np.testing.assert_array_equal(updates["mlp_in"]["kernel"], 0.0)
+  np.testing.assert_array_equal(updates["mlp_in"]["bias"], 0.0)
+  assert float(jnp.max(jnp.abs(updates["mixer"]["gain"]))) > 0
