@@ -4,6 +4,7 @@ r"""Speed and memory of SDict against softmax attention and FNet, on this machin
   python -m sdict_jax.bench model    # whole-model training steps at equal parameters
   python -m sdict_jax.bench decode   # per-token latency of streaming decoding
   python -m sdict_jax.bench vision   # what the vision encoder learns in 300 steps
+  python -m sdict_jax.bench questions  # one question kind, whole model, by read-out
   python -m sdict_jax.bench train    # a config's real training step per mixer, by part
 
 Each suite prints markdown tables and its targets (met / missed, with the
@@ -33,14 +34,16 @@ import jax.numpy as jnp
 import ml_collections
 
 from sdict_jax import bench_lib
+from sdict_jax import bench_questions
 from sdict_jax import bench_train
 from sdict_jax import config_files
 from sdict_jax import mixers
 from sdict_jax import model as model_lib
 from sdict_jax import train
+from sdict_jax import question_probe
 from sdict_jax import vision_probe
 
-SUITES = ("mixers", "model", "decode", "vision", "train")
+SUITES = ("mixers", "model", "decode", "vision", "questions", "train")
 
 _OUT_DIR = flags.DEFINE_string("out_dir", "docs", "Where JSON and PNG files go.")
 _TAG = flags.DEFINE_string("tag", "", "Suffix of the output names, e.g. _gpu: "
@@ -77,8 +80,17 @@ _TASKS = flags.DEFINE_list("tasks", list(vision_probe.TASKS), "vision: probes.")
 _VARIANTS = flags.DEFINE_list("variants", ["sdict", "sdict (paper)", "attention",
                                            "fnet"], "vision: mixers to compare.")
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 300, "vision: training steps.")
-_PROBE_BATCH = flags.DEFINE_integer("probe_batch", 64, "vision: batch size.")
+_PROBE_BATCH = flags.DEFINE_integer("probe_batch", 64,
+                                          "vision, questions: batch size.")
 _PROBE_LR = flags.DEFINE_float("probe_lr", 3e-3, "vision: peak learning rate.")
+_QUESTION_VARIANTS = flags.DEFINE_list(
+    "question_variants", list(bench_questions.VARIANTS),
+    "questions: <vqa_readout>[*<trunk step factor>], e.g. tokens*0.1.")
+_QUESTION_KINDS = flags.DEFINE_list("question_kinds",
+                                    list(question_probe.EXISTENCE),
+                                    "questions: shapes question kinds to train on.")
+_QUESTION_STEPS = flags.DEFINE_integer("question_steps", 600,
+                                       "questions: training steps.")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 5, "train: back-to-back steps "
                                     "(or part calls) per timed sample.")
 _BREAKDOWN = flags.DEFINE_bool("breakdown", True, "train: also time the step's parts.")
@@ -443,6 +455,9 @@ _SUITE_FUNCTIONS = {"mixers": (run_mixers, mixer_targets, report_mixers),
                     "model": (run_model, model_targets, report_model),
                     "decode": (run_decode, decode_targets, report_decode),
                     "vision": (run_vision, vision_targets, report_vision),
+                    "questions": (bench_questions.run_questions,
+                                  bench_questions.questions_targets,
+                                  bench_questions.report_questions),
                     "train": (bench_train.run_train, bench_train.train_targets,
                               bench_train.report_train)}
 
@@ -495,6 +510,11 @@ def settings_from_flags(suite: str) -> dict:
                 base_config=_BASE_CONFIG.value, steps=_PROBE_STEPS.value,
                 batch=_PROBE_BATCH.value, lr=_PROBE_LR.value, warmup_steps=30,
                 eval_every=50, eval_examples=512)
+  if suite == "questions":
+    return dict(base_config=_BASE_CONFIG.value, variants=list(_QUESTION_VARIANTS.value),
+                kinds=list(_QUESTION_KINDS.value), steps=_QUESTION_STEPS.value,
+                batch=_PROBE_BATCH.value, eval_every=50,
+                eval_examples=500)  # the shapes config's validation scenes
   return dict(common, positions=[int(p) for p in _POSITIONS.value],
               base_config=_BASE_CONFIG.value, width=_WIDTH.value, heads=_HEADS.value,
               steps=_DECODE_STEPS.value, repeats=_REPEATS.value)

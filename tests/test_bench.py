@@ -184,6 +184,44 @@ def test_unknown_vision_variant_is_named_before_training(tmp_path):
                     warmup_steps=1, eval_every=1, eval_examples=4)
 
 
+@pytest.mark.slow
+def test_questions_suite_trains_each_readout_and_trunk_step(tmp_path):
+  bench.run_suite("questions", str(tmp_path), base_config=TINY_CONFIG,
+                  variants=["pool", "tokens*0"], kinds=["exist", "exist_sized"],
+                  steps=4, batch=8, eval_every=2, eval_examples=8)
+  saved = _saved(tmp_path, "questions")
+  assert RECORD_KEYS <= set(saved)
+  assert [r["variant"] for r in saved["rows"]] == ["pool", "tokens*0"]
+  for row in saved["rows"]:
+    assert [p["step"] for p in row["curve"]] == [2, 4]
+    assert all(0 <= p["accuracy"] <= 1 and p["seconds"] > 0 for p in row["curve"])
+    assert 0.5 <= row["constant_answer"] <= 1
+  assert len(saved["targets"]) == 2
+  _assert_png(tmp_path / "bench_questions_curves.png")
+
+
+def test_question_data_holds_only_the_asked_kinds():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sdict_jax import config_files  # pylint: disable=g-import-not-at-top
+  from sdict_jax import question_probe  # pylint: disable=g-import-not-at-top
+  from sdict_jax.data import sources  # pylint: disable=g-import-not-at-top
+  data_config = config_files.get_config(TINY_CONFIG).data
+  data = question_probe.question_data(data_config, "train", 24)
+  vocab = sources.load(data_config, "train").answer_vocab
+  assert data["image"].shape[0] == data["question"].shape[0] == 24
+  assert 0 <= data["image"].min() and data["image"].max() <= 1
+  assert {vocab[a] for a in data["answer"]} == {"yes", "no"}
+  with pytest.raises(ValueError, match="questions of kinds"):
+    question_probe.question_data(data_config, "validation", 10**6)
+
+
+def test_unknown_question_variant_is_named_before_training(tmp_path):
+  with pytest.raises(ValueError, match=r"tokens\*0.1"):
+    bench.run_suite("questions", str(tmp_path), base_config=TINY_CONFIG,
+                    variants=["cls"], kinds=["exist"], steps=2, batch=4,
+                    eval_every=1, eval_examples=4)
+
+
 def test_ridge_readout_reads_what_the_features_hold():
   import numpy as np  # pylint: disable=g-import-not-at-top
   from sdict_jax import vision_probe  # pylint: disable=g-import-not-at-top
