@@ -32,8 +32,9 @@ EXISTENCE = ("exist", "exist_sized")
 
 def question_data(data_config, split: str, count: int, kinds=EXISTENCE) -> dict:
   """`count` (image, question, answer) of the given kinds: the first such question
-  of each scene of `split`, scenes in index order. Returns numpy arrays
-  image float [count, S, S, 3] in [0, 1], question int [count, L], answer int."""
+  of each scene of `split`, scenes in index order. Returns {image: uint8 [count,
+  S, S, 3], question: int [count, L], answer: int [count] (answer-vocabulary index),
+  num_answers, vocab_size}."""
   bundle = sources.load(data_config, split)
   answer_index = {a: i for i, a in enumerate(bundle.answer_vocab)}
   images, questions, answers = [], [], []
@@ -46,7 +47,7 @@ def question_data(data_config, split: str, count: int, kinds=EXISTENCE) -> dict:
         bundle.tokenizer.encode(raw["questions"][asked[0]]), data_config.max_text_len))
     answers.append(answer_index[raw["answers"][asked[0]][0]])
     if len(answers) == count:
-      return {"image": np.stack(images).astype(np.float32) / 255.0,
+      return {"image": np.stack(images),
               "question": np.stack(questions), "answer": np.asarray(answers, np.int32),
               "num_answers": len(bundle.answer_vocab),
               "vocab_size": bundle.tokenizer.vocab_size}
@@ -56,7 +57,8 @@ def question_data(data_config, split: str, count: int, kinds=EXISTENCE) -> dict:
 
 
 def _answer_logits(module, image, question, train_mode):
-  vision = module.encode_image(image, train_mode)
+  """uint8 images (stored so: a quarter of float32's memory) → answer logits."""
+  vision = module.encode_image(image.astype(jnp.float32) / 255.0, train_mode)
   fused, mask = module.fuse(vision, question, train_mode)
   return module.answer_logits(fused, mask, vision.shape[1])
 

@@ -209,7 +209,7 @@ def test_question_data_holds_only_the_asked_kinds():
   data = question_probe.question_data(data_config, "train", 24)
   vocab = sources.load(data_config, "train").answer_vocab
   assert data["image"].shape[0] == data["question"].shape[0] == 24
-  assert 0 <= data["image"].min() and data["image"].max() <= 1
+  assert data["image"].dtype == np.uint8 and data["image"].shape[1:] == (32, 32, 3)
   assert {vocab[a] for a in data["answer"]} == {"yes", "no"}
   with pytest.raises(ValueError, match="questions of kinds"):
     question_probe.question_data(data_config, "validation", 10**6)
