@@ -47,9 +47,10 @@ def run_questions(*, base_config, variants, kinds, steps, batch, eval_every,
   for name in variants:
     parse_variant(name)  # a bad name fails before anything trains
   base = config_files.get_config(base_config)
-  train_data = question_probe.question_data(base.data, "train", steps * batch, kinds)
+  # Held out: up to eval_examples, as many as the validation scenes ask.
   eval_data = question_probe.question_data(base.data, "validation", eval_examples,
-                                           kinds)
+                                           kinds, at_most=True)
+  train_data = question_probe.question_data(base.data, "train", steps * batch, kinds)
   rows = []
   for name in variants:
     result = question_probe.run_probe(variant_config(base, name), train_data,

@@ -30,11 +30,12 @@ from sdict_jax.data import sources
 EXISTENCE = ("exist", "exist_sized")
 
 
-def question_data(data_config, split: str, count: int, kinds=EXISTENCE) -> dict:
-  """`count` (image, question, answer) of the given kinds: the first such question
-  of each scene of `split`, scenes in index order. Returns {image: uint8 [count,
-  S, S, 3], question: int [count, L], answer: int [count] (answer-vocabulary index),
-  num_answers, vocab_size}."""
+def question_data(data_config, split: str, count: int, kinds=EXISTENCE, *,
+                  at_most: bool = False) -> dict:
+  """`count` (image, question, answer) of the given kinds (`at_most`: up to `count`,
+  as many as the split has): the first such question of each scene of `split`,
+  scenes in index order. Returns {image: uint8 [n, S, S, 3], question: int [n, L],
+  answer: int [n] (answer-vocabulary index), num_answers, vocab_size}."""
   bundle = sources.load(data_config, split)
   answer_index = {a: i for i, a in enumerate(bundle.answer_vocab)}
   images, questions, answers = [], [], []
@@ -47,10 +48,12 @@ def question_data(data_config, split: str, count: int, kinds=EXISTENCE) -> dict:
         bundle.tokenizer.encode(raw["questions"][asked[0]]), data_config.max_text_len))
     answers.append(answer_index[raw["answers"][asked[0]][0]])
     if len(answers) == count:
-      return {"image": np.stack(images),
-              "question": np.stack(questions), "answer": np.asarray(answers, np.int32),
-              "num_answers": len(bundle.answer_vocab),
-              "vocab_size": bundle.tokenizer.vocab_size}
+      break
+  if answers and (len(answers) == count or at_most):
+    return {"image": np.stack(images),
+            "question": np.stack(questions), "answer": np.asarray(answers, np.int32),
+            "num_answers": len(bundle.answer_vocab),
+            "vocab_size": bundle.tokenizer.vocab_size}
   raise ValueError(f"The {split} split has {len(answers)} questions of kinds {kinds}; "
                    f"{count} were asked for: raise data.train_examples / "
                    f"data.eval_examples or lower the count.")

@@ -213,6 +213,9 @@ def test_question_data_holds_only_the_asked_kinds():
   assert {vocab[a] for a in data["answer"]} == {"yes", "no"}
   with pytest.raises(ValueError, match="questions of kinds"):
     question_probe.question_data(data_config, "validation", 10**6)
+  held_out = question_probe.question_data(data_config, "validation", 10**6,
+                                          at_most=True)
+  assert 0 < len(held_out["answer"]) <= data_config.eval_examples
 
 
 def test_unknown_question_variant_is_named_before_training(tmp_path):
