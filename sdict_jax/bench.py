@@ -39,8 +39,8 @@ from sdict_jax import bench_train
 from sdict_jax import config_files
 from sdict_jax import mixers
 from sdict_jax import model as model_lib
-from sdict_jax import train
 from sdict_jax import question_probe
+from sdict_jax import train
 from sdict_jax import vision_probe
 
 SUITES = ("mixers", "model", "decode", "vision", "questions", "train")
@@ -81,7 +81,7 @@ _VARIANTS = flags.DEFINE_list("variants", ["sdict", "sdict (paper)", "attention"
                                            "fnet"], "vision: mixers to compare.")
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 300, "vision: training steps.")
 _PROBE_BATCH = flags.DEFINE_integer("probe_batch", 64,
-                                          "vision, questions: batch size.")
+                                    "vision, questions: batch size.")
 _PROBE_LR = flags.DEFINE_float("probe_lr", 3e-3, "vision: peak learning rate.")
 _QUESTION_VARIANTS = flags.DEFINE_list(
     "question_variants", list(bench_questions.VARIANTS),

@@ -204,8 +204,6 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
                            batch["refexp"]], 0)
   no_text = jnp.zeros((images, 0), jnp.int32)
   positions = jnp.arange(batch["caption_in"].shape[1])
-  num_patches = (batch["image"].shape[1] // model.patch_size) * (
-      batch["image"].shape[2] // model.patch_size)
 
   def vision_fn(params, image):
     y, aux = apply(params, type(model).encode_image, image)
@@ -229,10 +227,10 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
     return _probe(y) + _aux_penalty(aux, config.loss)
 
   def heads_losses_fn(params, fused_questions, fused_refexps, caption_logits,
-                      mask_questions, mask_refexps):
+                      mask_questions, mask_refexps, *, num_image_tokens):
     (answer_logits, box), _ = apply(
-        params, lambda m, fq, fr, mq, mr, train: (m.answer_logits(fq, mq, num_patches),
-                                                   m.box(fr, mr)),
+        params, lambda m, fq, fr, mq, mr, train: (
+            m.answer_logits(fq, mq, num_image_tokens), m.box(fr, mr)),
         fused_questions, fused_refexps, mask_questions, mask_refexps)
     outputs = {"answer_logits": answer_logits.reshape(questions.shape[:-1] + (-1,)),
                "box": box, "caption_logits": caption_logits}
@@ -267,9 +265,10 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
       "fusion_text_with_encoder": (fusion_text_fn, (vision_rep, texts), (0, 1)),
       "fusion_prefix": (fusion_prefix_fn, (vision,), (0, 1)),
       "decoder": (decoder_fn, (prefix, prefix_mask, batch["caption_in"]), (0, 1)),
-      "heads_losses": (heads_losses_fn, (fused[:split], fused[split:],
-                                         caption_logits, fused_mask[:split],
-                                         fused_mask[split:]), (0, 1, 2, 3)),
+      "heads_losses": (functools.partial(heads_losses_fn,
+                                         num_image_tokens=vision.shape[1]),
+                       (fused[:split], fused[split:], caption_logits,
+                        fused_mask[:split], fused_mask[split:]), (0, 1, 2, 3)),
       "model": (functools.partial(model_fn, with_aux=True), (batch,), (0,)),
       "model_without_aux": (functools.partial(model_fn, with_aux=False), (batch,),
                             (0,)),

@@ -114,6 +114,12 @@ class TokenReadout(nn.Module):
     return jnp.mean(h, axis=1)
 
 
+def masked_mean(x: Array, mask: Array) -> Array:
+  """x [B, N, d], mask [B, N] (1 = valid) → the mean of the valid tokens, [B, d]."""
+  mask = mask.astype(x.dtype)[..., None]
+  return jnp.sum(x * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0)
+
+
 def patchify(images: Array, patch_size: int) -> tuple[Array, tuple[int, int]]:
   """[B, H, W, C] → [B, (H/p)·(W/p), p·p·C] by reshape (row-major patch grid)."""
   b, h, w, c = images.shape
@@ -270,8 +276,7 @@ class SDictVLM(nn.Module):
     question = None
     if tokens.shape[1]:
       # The question as one vector: the mean of its valid tokens.
-      question = jnp.sum(text * text_mask[..., None], 1) / jnp.maximum(
-          text_mask.sum(1, keepdims=True), 1.0)
+      question = masked_mean(text, text_mask)
       if self.question_gate and self.mixer == "sdict":
         # It sets every fusion filter (paper §8.3).
         gates = [{"filter_gate": gate(question)} for gate in self.question_gates]
@@ -294,8 +299,7 @@ class SDictVLM(nn.Module):
     if self.pool_type == "tok":
       return fused[:, 0]
     if self.pool_type == "gap":
-      mask = mask.astype(fused.dtype)[..., None]
-      return jnp.sum(fused * mask, 1) / jnp.maximum(jnp.sum(mask, 1), 1.0)
+      return masked_mean(fused, mask)
     raise ValueError(f"Unknown model.pool_type {self.pool_type!r}; use 'tok' or 'gap'.")
 
   def answer_logits(self, fused: Array, mask: Array,
@@ -311,9 +315,7 @@ class SDictVLM(nn.Module):
         raise ValueError("model.vqa_readout='tokens' needs answer_logits(..., "
                          "num_image_tokens=vision.shape[1]).")
       text_start = 1 + num_image_tokens
-      text_mask = mask[:, text_start:, None].astype(fused.dtype)
-      question = jnp.sum(fused[:, text_start:] * text_mask, 1) / jnp.maximum(
-          jnp.sum(text_mask, 1), 1.0)
+      question = masked_mean(fused[:, text_start:], mask[:, text_start:])
       features = features + self.token_readout(fused[:, 1:text_start], question)
     hidden, out = self.vqa_head
     return out(nn.gelu(hidden(features)))

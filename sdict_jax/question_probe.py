@@ -1,4 +1,4 @@
-"""A few-minute probe of one question kind (`python -m sdict_jax.bench existence`).
+"""A few-minute probe of one question kind (`python -m sdict_jax.bench questions`).
 
 The whole model (vision, text, fusion, VQA head) trains on one kind of shapes
 question alone, and held-out accuracy is recorded as it learns. The default kind is
