@@ -32,6 +32,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(model.get("vqa_readout", "pool") in ("pool", "tokens"),
            f"config.model.vqa_readout={model.get('vqa_readout')!r}; use 'pool' (the "
            f"head reads the pooled token) or 'tokens' (plus a per-token read-out).")
+  _require(model.get("token_pooling", "mean") in ("mean", "mean_max"),
+           f"config.model.token_pooling={model.get('token_pooling')!r}; use 'mean' "
+           f"or 'mean_max' (how the per-token read-out pools its tokens).")
   _require(model.num_atoms >= 1,
            f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
   _require(model.width >= 1 and model.mlp_ratio >= 1,

@@ -100,7 +100,13 @@ class TokenReadout(nn.Module):
   tokens averaged, so existence and counting are a sum of per-token decisions
   (README, "Seeing or reasoning"). Token-wise: no token reads another, so the
   model's only token mixing stays the mixer's. FiLM is zero-initialised.
+
+  pooling="mean_max" max-pools half of the MLP's outputs: "is there a …" is
+  true if any one token matches, and a max sees one token whatever the image's
+  size, where a mean divides it by the token count.
   """
+
+  pooling: str = "mean"  # "mean" | "mean_max"
 
   @nn.compact
   def __call__(self, image_tokens, question):
@@ -110,8 +116,13 @@ class TokenReadout(nn.Module):
     scale, shift = jnp.split(scale_shift[:, None, :], 2, axis=-1)
     h = image_tokens * (1 + scale) + shift
     h = nn.gelu(nn.Dense(d, dtype=image_tokens.dtype, name="mlp_in")(h))
-    h = nn.Dense(d, dtype=image_tokens.dtype, name="mlp_out")(h)
-    return jnp.mean(h, axis=1)
+    if self.pooling == "mean":
+      return jnp.mean(nn.Dense(d, dtype=image_tokens.dtype, name="mlp_out")(h), axis=1)
+    if self.pooling == "mean_max":
+      h = nn.Dense(2 * d, dtype=image_tokens.dtype, name="mlp_out")(h)
+      return jnp.mean(h[..., :d], axis=1) + jnp.max(h[..., d:], axis=1)
+    raise ValueError(f"Unknown model.token_pooling {self.pooling!r}; use 'mean' or "
+                     "'mean_max'.")
 
 
 def masked_mean(x: Array, mask: Array) -> Array:
@@ -162,6 +173,7 @@ class SDictVLM(nn.Module):
   # VQA only: "pool", the head reads pool(); "tokens", pool() plus TokenReadout's
   # per-token comparison of the image tokens with the question.
   vqa_readout: str = "pool"
+  token_pooling: str = "mean"  # TokenReadout's: "mean" | "mean_max"
   max_text_len: int = 64
   max_caption_len: int = 64
   recon_noise: float = 0.1
@@ -220,7 +232,7 @@ class SDictVLM(nn.Module):
     self.vision_norm, self.text_norm, self.fusion_norm, self.decoder_norm = (
         norm(), norm(), norm(), norm())
     if self.vqa_readout == "tokens":
-      self.token_readout = TokenReadout()
+      self.token_readout = TokenReadout(self.token_pooling)
     elif self.vqa_readout != "pool":
       raise ValueError(f"Unknown model.vqa_readout {self.vqa_readout!r}; use 'pool' "
                        "or 'tokens'.")
@@ -426,6 +438,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       question_film=model_config.get("question_film", False),
       pool_type=model_config.get("pool_type", "tok"),
       vqa_readout=model_config.get("vqa_readout", "pool"),
+      token_pooling=model_config.get("token_pooling", "mean"),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
       recon_noise=model_config.get("recon_noise", 0.1),

@@ -186,10 +186,13 @@ def _answer_logits_of_fused(model, params, batch, permutation):
   return model.apply({"params": params}, batch, method=run)
 
 
-def test_token_readout_is_tokenwise_and_reads_only_image_tokens_and_question():
+@pytest.mark.parametrize("token_pooling", ["mean", "mean_max"])
+def test_token_readout_is_tokenwise_and_reads_only_image_tokens_and_question(
+    token_pooling):
   """vqa_readout='tokens' compares each image token with the question, then
-  averages: the order of the image tokens does not matter, their content does."""
-  model, batch = _model(vqa_readout="tokens"), _batch()
+  pools: the order of the image tokens does not matter, their content does."""
+  model = _model(vqa_readout="tokens", token_pooling=token_pooling)
+  batch = _batch()
   params = _params(model, batch)
   # Non-zero FiLM, as after training (it starts at the identity).
   film = params["token_readout"]["film"]
@@ -212,6 +215,27 @@ def test_token_readout_without_the_image_token_count_is_a_clear_error():
     return m.answer_logits(*m.fuse(m.encode_image(b["image"]), b["question"]))
   with pytest.raises(ValueError, match="num_image_tokens=vision.shape"):
     model.apply({"params": params}, batch, method=run)
+
+
+def test_max_pooled_token_readout_sees_one_token_whatever_the_image_size():
+  """token_pooling='mean_max': "is there a red square?" is true if any one token
+  matches. A token's effect on the max half does not shrink with the number of
+  tokens, its effect on the mean half does."""
+  readout = model_lib.TokenReadout("mean_max")
+  rng = np.random.default_rng(0)
+  question = jnp.asarray(rng.normal(size=(1, 8)), jnp.float32)
+  tokens = jnp.asarray(rng.normal(size=(1, 64, 8)), jnp.float32)
+  params = readout.init(jax.random.PRNGKey(0), tokens, question)
+  outlier = tokens.at[0, 0].set(50.0)  # one token that stands out
+
+  def effect(n):
+    change = (readout.apply(params, outlier[:, :n], question) -
+              readout.apply(params, tokens[:, :n], question))
+    return float(jnp.max(jnp.abs(change)))
+
+  assert effect(64) > 0.5 * effect(4)  # mean alone: 1/16 of it
+  with pytest.raises(ValueError, match="token_pooling 'sum'.*'mean' or 'mean_max'"):
+    model_lib.TokenReadout("sum").init(jax.random.PRNGKey(0), tokens, question)
 
 
 def test_unknown_pool_type_is_a_clear_error():

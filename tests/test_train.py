@@ -42,6 +42,7 @@ def test_shapes_long_is_the_default_trained_longer():
     ("model.num_atoms", 0, "needs K >= 1"),
     ("model.pool_type", "cls", "pool_type='cls'; use 'tok'"),
     ("model.vqa_readout", "max", "vqa_readout='max'; use 'pool'"),
+    ("model.token_pooling", "max", "token_pooling='max'; use 'mean'"),
     ("optim.lr_mults", (("vision_.*", -1.0),), "give (regex, factor >= 0) pairs"),
     ("optim.lr_mults", (("vision_(", 0.1),), "pattern 'vision_(' is not a regex"),
     ("model.vision_atoms", 40, "vision_atoms=40 must lie between num_atoms"),
