@@ -35,6 +35,11 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(model.get("token_pooling", "mean") in ("mean", "mean_max"),
            f"config.model.token_pooling={model.get('token_pooling')!r}; use 'mean' "
            f"or 'mean_max' (how the per-token read-out pools its tokens).")
+  _require(model.get("token_pooling", "mean") == "mean" or
+           model.get("vqa_readout", "pool") == "tokens",
+           f"config.model.token_pooling={model.get('token_pooling')!r} pools the "
+           f"per-token read-out, which vqa_readout={model.get('vqa_readout')!r} does "
+           f"not have; set config.model.vqa_readout='tokens'.")
   _require(model.num_atoms >= 1,
            f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
   _require(model.width >= 1 and model.mlp_ratio >= 1,

@@ -103,7 +103,8 @@ class TokenReadout(nn.Module):
 
   pooling="mean_max" max-pools half of the MLP's outputs: "is there a …" is
   true if any one token matches, and a max sees one token whatever the image's
-  size, where a mean divides it by the token count.
+  size, where a mean divides it by the token count. Its output layer is 2d wide
+  (d² more parameters than "mean").
   """
 
   pooling: str = "mean"  # "mean" | "mean_max"

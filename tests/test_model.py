@@ -1,13 +1,17 @@
 """SDict-VLM model properties (SPEC §3): the paper's claims checked on real passes."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sdict_jax import config_files
 from sdict_jax import model as model_lib
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
 
 
 def _model(mixer="sdict", **kw):
@@ -236,6 +240,19 @@ def test_max_pooled_token_readout_sees_one_token_whatever_the_image_size():
   assert effect(64) > 0.5 * effect(4)  # mean alone: 1/16 of it
   with pytest.raises(ValueError, match="token_pooling 'sum'.*'mean' or 'mean_max'"):
     model_lib.TokenReadout("sum").init(jax.random.PRNGKey(0), tokens, question)
+
+
+@pytest.mark.parametrize("token_pooling,out_width", [("mean", 1), ("mean_max", 2)])
+def test_config_sets_the_token_pooling(token_pooling, out_width):
+  """config.model.token_pooling reaches TokenReadout through from_config."""
+  config = config_files.get_config(os.path.join(ROOT, "configs", "shapes.py"))
+  config.model.token_pooling = token_pooling
+  model = model_lib.from_config(config.model, vocab_size=40, num_answers=7,
+                                image_size=64, max_caption_len=16)
+  batch = model_lib.dummy_batch(1, 64, 8, 16, 7)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), batch)["params"]
+  width = config.model.width
+  assert shapes["token_readout"]["mlp_out"]["kernel"].shape == (width, out_width * width)
 
 
 def test_unknown_pool_type_is_a_clear_error():

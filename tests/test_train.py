@@ -65,6 +65,14 @@ def test_bad_config_is_named_with_its_fix(field, value, message):
     config_checks.validate(config, num_devices=4)
 
 
+def test_token_pooling_without_the_token_readout_is_named():
+  config = ConfigDict(_config().to_dict())
+  config.model.update(vqa_readout="pool", token_pooling="mean_max")
+  with pytest.raises(config_checks.ConfigError,
+                     match="set config.model.vqa_readout='tokens'"):
+    config_checks.validate(config, num_devices=4)
+
+
 def _train(workdir, *overrides, wait=True):
   command = [sys.executable, "-m", "sdict_jax.train", "--config",
              os.path.join(ROOT, "configs", "tiny.py"), "--workdir", str(workdir),
