@@ -40,6 +40,9 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.token_pooling={model.get('token_pooling')!r} pools the "
            f"per-token read-out, which vqa_readout={model.get('vqa_readout')!r} does "
            f"not have; set config.model.vqa_readout='tokens'.")
+  _require(not model.get("region_words", False) or "region_words" in config.loss,
+           "config.model.region_words=True needs its loss weight: set "
+           "config.loss.region_words (configs/shapes.py uses 3.0).")
   _require(model.num_atoms >= 1,
            f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
   _require(model.width >= 1 and model.mlp_ratio >= 1,

@@ -35,6 +35,16 @@ def vqa_loss(logits, answer_scores, has_vqa):
   return _weighted_mean(jnp.sum(per_answer, -1), has_vqa)
 
 
+def region_word_loss(logits, refexp, has_box):
+  """Cross-entropy of the region's word logits against the referring expression
+  as a bag of words (each of its tokens equally likely; 0 = pad)."""
+  counts = jnp.sum(jax.nn.one_hot(refexp, logits.shape[-1]) *
+                   (refexp > 0)[..., None], axis=1)
+  targets = counts / jnp.maximum(jnp.sum(counts, -1, keepdims=True), 1.0)
+  per_box = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+  return _weighted_mean(per_box, has_box * (jnp.sum(counts, -1) > 0))
+
+
 def box_iou_and_giou(pred, target):
   """IoU and generalised IoU of (ymin, xmin, ymax, xmax) boxes: ([B], [B])."""
   area = lambda b: jnp.maximum(b[..., 2] - b[..., 0], 0) * jnp.maximum(
@@ -93,6 +103,10 @@ def total_loss(outputs, batch, aux_collection, step, loss_config):
   }
   loss = (loss_config.caption * parts["caption_loss"] +
           loss_config.vqa * parts["vqa_loss"] + loss_config.box * parts["box_loss"])
+  if "region_word_logits" in outputs:
+    parts["region_word_loss"] = region_word_loss(outputs["region_word_logits"],
+                                                 batch["refexp"], batch["has_box"])
+    loss = loss + loss_config.region_words * parts["region_word_loss"]
   aux = auxiliary_losses(aux_collection)
   if "reconstruction" in aux:
     beta = reconstruction_weight(step, loss_config.recon_start,

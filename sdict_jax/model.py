@@ -126,6 +126,22 @@ class TokenReadout(nn.Module):
                      "'mean_max'.")
 
 
+def box_patch_mask(boxes: Array, grid: tuple[int, int]) -> Array:
+  """(ymin, xmin, ymax, xmax) boxes [B, 4] in [0, 1] → [B, gh·gw] patch mask.
+
+  A patch is in the box when its centre is, and the patch holding the box's
+  centre always is, so a box smaller than a patch still covers one.
+  """
+  centre = lambda n: (jnp.arange(n) + 0.5) / n
+  inside = lambda c, lo, hi: (c >= lo[:, None]) & (c <= hi[:, None])
+  rows = inside(centre(grid[0]), boxes[:, 0], boxes[:, 2])
+  cols = inside(centre(grid[1]), boxes[:, 1], boxes[:, 3])
+  middle = lambda lo, hi, n: jnp.clip(((lo + hi) / 2 * n).astype(jnp.int32), 0, n - 1)
+  rows |= jax.nn.one_hot(middle(boxes[:, 0], boxes[:, 2], grid[0]), grid[0]) > 0
+  cols |= jax.nn.one_hot(middle(boxes[:, 1], boxes[:, 3], grid[1]), grid[1]) > 0
+  return (rows[:, :, None] & cols[:, None, :]).reshape(boxes.shape[0], -1)
+
+
 def masked_mean(x: Array, mask: Array) -> Array:
   """x [B, N, d], mask [B, N] (1 = valid) → the mean of the valid tokens, [B, d]."""
   mask = mask.astype(x.dtype)[..., None]
@@ -175,6 +191,10 @@ class SDictVLM(nn.Module):
   # per-token comparison of the image tokens with the question.
   vqa_readout: str = "pool"
   token_pooling: str = "mean"  # TokenReadout's: "mean" | "mean_max"
+  # A head that names the words of the referring expression from the vision
+  # tokens inside its box (region_word_logits): a per-object signal for the
+  # vision encoder.
+  region_words: bool = False
   max_text_len: int = 64
   max_caption_len: int = 64
   recon_noise: float = 0.1
@@ -240,6 +260,8 @@ class SDictVLM(nn.Module):
     self.vqa_head = [nn.Dense(d, dtype=self.dtype),
                      nn.Dense(self.num_answers, dtype=jnp.float32)]
     self.box_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(4, dtype=jnp.float32)]
+    if self.region_words:
+      self.region_head = nn.Dense(self.vocab_size, dtype=jnp.float32)
 
   @property
   def num_vision_atoms(self) -> int:
@@ -341,6 +363,19 @@ class SDictVLM(nn.Module):
     return jnp.clip(jnp.concatenate([center - size / 2, center + size / 2], -1),
                     0.0, 1.0)
 
+  def region_word_logits(self, vision: Array, boxes: Array,
+                         grid: tuple[int, int]) -> Array:
+    """Word logits [B, V] from the mean of the vision tokens [B, gh·gw, d] that lie
+    in each example's box [B, 4] (losses.region_word_loss: its referring expression).
+
+    Straight from the vision encoder, before any fusion: the only way to lower
+    this loss is for the tokens of an object to say what the object is, which is
+    what every question about a named object later needs (README, "What the
+    multi-task encoder holds of each object").
+    """
+    mask = box_patch_mask(boxes, grid)
+    return self.region_head(masked_mean(vision, mask))
+
   def caption_logits(self, tokens: Array, positions: Array,
                      prefix: Optional[Array] = None,
                      prefix_mask: Optional[Array] = None,
@@ -371,7 +406,8 @@ class SDictVLM(nn.Module):
   # -- the multi-task forward pass used in training ------------------------------
 
   def __call__(self, batch: dict, train: bool = False) -> dict:
-    """VQA logits, boxes and caption logits for a model batch (see pipeline.py).
+    """VQA logits, boxes and caption logits for a model batch (see pipeline.py),
+    and with region_words the boxed object's word logits.
 
     The image is encoded once. Its questions and the referring expression are
     fused with it as one stacked batch; captioning fuses the image with no text
@@ -393,7 +429,7 @@ class SDictVLM(nn.Module):
     prefix, prefix_mask = self.fuse(vision, no_text, train)
     caption_len = batch["caption_in"].shape[1]
     answer_logits = self.answer_logits(fused[:asked], mask[:asked], vision.shape[1])
-    return {
+    outputs = {
         "answer_logits": answer_logits.reshape(batch["question"].shape[:-1] +
                                                answer_logits.shape[-1:]),
         "box": self.box(fused[asked:], mask[asked:]),
@@ -401,6 +437,12 @@ class SDictVLM(nn.Module):
             batch["caption_in"], jnp.arange(caption_len), prefix, prefix_mask,
             train),
     }
+    if self.region_words:
+      image_size = batch["image"].shape[1:3]
+      grid = (image_size[0] // self.patch_size, image_size[1] // self.patch_size)
+      outputs["region_word_logits"] = self.region_word_logits(vision, batch["box"],
+                                                              grid)
+    return outputs
 
 
 def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: int,
@@ -440,6 +482,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       pool_type=model_config.get("pool_type", "tok"),
       vqa_readout=model_config.get("vqa_readout", "pool"),
       token_pooling=model_config.get("token_pooling", "mean"),
+      region_words=model_config.get("region_words", False),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
       recon_noise=model_config.get("recon_noise", 0.1),

@@ -18,7 +18,14 @@ set, so every mixer sees the same data in the same order.
 
 `frozen_readout` asks the same question of a trained run without training it: how
 well a ridge read-out of its frozen, pooled vision tokens names the shape. It tells
-whether a multi-task run's vision encoder has learned what the probe learns alone:
+whether a multi-task run's vision encoder has learned what the probe learns alone.
+It adds a third, per-object question that pooled tokens cannot answer:
+
+  object_shape scenes of the dataset (1-4 objects): name each object's shape from
+               the 3×3 vision tokens around the patch that holds its centre, the
+               tokens the fusion and the per-token read-out work with.
+               `--at_init` also reads out the run's model freshly initialised:
+               a random encoder's tokens already hold some shape.
 
   python -m sdict_jax.vision_probe --workdirs runs/shapes[,runs/shapes_attn,…]
 """
@@ -43,6 +50,7 @@ from sdict_jax.data import shapes
 from sdict_jax.data import sources
 
 TASKS = ("lone_shape", "left_shape")
+FROZEN_TASKS = (*TASKS, "object_shape")
 NUM_CLASSES = len(shapes.SHAPES)
 # Parameters of the whole SDictVLM that the vision encoder uses.
 VISION_PARAMS = ("patch_projection", "vision_position", "vision_omega", "vision_norm")
@@ -226,39 +234,105 @@ def ridge_readout_accuracy(train_x, train_y, eval_x, eval_y, *,
   return float(np.mean(np.argmax(eval_x @ weights, 1) == eval_y))
 
 
-def frozen_readout(workdir: str, tasks=TASKS, *, train_examples: int = 3000,
-                   eval_examples: int = 1000) -> dict:
-  """{task: accuracy} of a ridge read-out of the run's frozen vision tokens."""
-  config = restore.load_config(workdir)
-  mesh = sharding.make_mesh(config.mesh)
-  jax.set_mesh(mesh)
-  run = restore.load(workdir, config, sources.load(config.data, "validation"), mesh)
-  encode = jax.jit(lambda images: run.model.apply(
-      {"params": run.params}, images, method=model_lib.SDictVLM.encode_image))
-  size = config.data.image_size
-  scores = {"step": run.step}
+def object_data(count: int, *, seed: int, image_size: int, patch_size: int):
+  """`count` scenes of the shapes generator: uint8 images [count, S, S, 3], and per
+  object its image and centre patch [objects, 3] (image, row, column) and shape."""
+  rng = np.random.default_rng([seed, FROZEN_TASKS.index("object_shape")])
+  grid = image_size // patch_size
+  images, where, labels = [], [], []
+  for i in range(count):
+    scene = shapes.sample_scene(rng)
+    images.append(shapes.render(scene.objects, rng, image_size))
+    for obj in scene.objects:
+      where.append((i, min(int(obj.cy * grid), grid - 1), min(int(obj.cx * grid), grid - 1)))
+      labels.append(shapes.SHAPES.index(obj.shape))
+  return np.stack(images), np.asarray(where), np.asarray(labels, np.int32)
+
+
+def neighbourhood_features(encode, images: np.ndarray, where: np.ndarray,
+                           grid: int, batch_size: int = 250) -> np.ndarray:
+  """The 3×3 tokens around each (image, row, column), concatenated → [objects, 9d]
+  (zeros beyond the image's edge)."""
+  tokens = np.concatenate([
+      np.asarray(encode(jnp.asarray(images[i:i + batch_size], jnp.float32) / 255))
+      for i in range(0, len(images), batch_size)])
+  tokens = np.pad(tokens.reshape(len(images), grid, grid, -1),
+                  ((0, 0), (1, 1), (1, 1), (0, 0)))
+  image, row, column = where[:, 0], where[:, 1] + 1, where[:, 2] + 1
+  return np.concatenate([tokens[image, row + dr, column + dc]
+                         for dr in (-1, 0, 1) for dc in (-1, 0, 1)], -1)
+
+
+def _readout_scores(encode, tasks, *, image_size, patch_size, train_examples,
+                    eval_examples) -> dict:
+  scores = {}
   for task in tasks:
-    train_images, train_labels = probe_data(task, train_examples, seed=0, image_size=size)
-    eval_images, eval_labels = probe_data(task, eval_examples, seed=1, image_size=size)
+    if task == "object_shape":
+      # Scenes, not objects, are counted: 2.5 objects a scene on average.
+      grid = image_size // patch_size
+      fit = object_data(train_examples, seed=0, image_size=image_size,
+                        patch_size=patch_size)
+      held_out = object_data(eval_examples, seed=1, image_size=image_size,
+                             patch_size=patch_size)
+      features = lambda data: neighbourhood_features(encode, data[0], data[1], grid)
+      # 9d features: a lighter ridge than the pooled read-outs' (0.1 read more
+      # than 1; docs/experiments.md, session 14).
+      scores[task] = ridge_readout_accuracy(features(fit), fit[2], features(held_out),
+                                            held_out[2], ridge_per_feature=0.1)
+      continue
+    train_images, train_labels = probe_data(task, train_examples, seed=0,
+                                            image_size=image_size)
+    eval_images, eval_labels = probe_data(task, eval_examples, seed=1,
+                                          image_size=image_size)
     scores[task] = ridge_readout_accuracy(
         pooled_features(encode, train_images), train_labels,
         pooled_features(encode, eval_images), eval_labels)
   return scores
 
 
+def frozen_readout(workdir: str, tasks=FROZEN_TASKS, *, train_examples: int = 3000,
+                   eval_examples: int = 1000, at_init: bool = False) -> dict:
+  """{task: accuracy} of a ridge read-out of the run's frozen vision tokens;
+  at_init: of the same model freshly initialised with the run's seed instead (a
+  random encoder, not necessarily the run's own starting point)."""
+  config = restore.load_config(workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  jax.set_mesh(mesh)
+  run = restore.load(workdir, config, sources.load(config.data, "validation"), mesh)
+  params, step = run.params, run.step
+  size = config.data.image_size
+  if at_init:
+    images = jnp.zeros((1, size, size, 3))
+    params = run.model.init(jax.random.PRNGKey(config.seed), images,
+                            method=model_lib.SDictVLM.encode_image)["params"]
+    step = 0
+  encode = jax.jit(lambda images: run.model.apply(
+      {"params": params}, images, method=model_lib.SDictVLM.encode_image))
+  return {"step": step, **_readout_scores(
+      encode, tasks, image_size=size, patch_size=config.model.patch_size,
+      train_examples=train_examples, eval_examples=eval_examples)}
+
+
 def main(argv):
   del argv
+  unknown = sorted(set(flags.FLAGS.tasks) - set(FROZEN_TASKS))
+  if unknown:
+    raise app.UsageError(f"Unknown --tasks {unknown}; choose from {FROZEN_TASKS}.")
   for workdir in flags.FLAGS.workdirs:
-    try:
-      scores = frozen_readout(workdir)
-    except restore.RestoreError as error:
-      raise app.UsageError(str(error)) from error
-    print(f"{workdir} (step {scores.pop('step')}): " + ", ".join(
-        f"{task} {accuracy:.3f}" for task, accuracy in scores.items()), flush=True)
+    for at_init in (False, True) if flags.FLAGS.at_init else (False,):
+      try:
+        scores = frozen_readout(workdir, tasks=flags.FLAGS.tasks, at_init=at_init)
+      except restore.RestoreError as error:
+        raise app.UsageError(str(error)) from error
+      print(f"{workdir} (step {scores.pop('step')}): " + ", ".join(
+          f"{task} {accuracy:.3f}" for task, accuracy in scores.items()), flush=True)
 
 
 if __name__ == "__main__":
   # Defined here, not at import: bench.py imports this module beside train.py.
   flags.DEFINE_list("workdirs", None, "Trained runs to read out, comma-separated.")
+  flags.DEFINE_list("tasks", list(FROZEN_TASKS), f"Read-outs, of {FROZEN_TASKS}.")
+  flags.DEFINE_bool("at_init", False, "Also read out each run's encoder at its "
+                    "initialisation (step 0): what training added.")
   flags.mark_flags_as_required(["workdirs"])
   app.run(main)

@@ -398,3 +398,30 @@ def test_device_check_dry_run_runs_every_step_and_writes_the_gpu_files(tmp_path)
   assert run["steps"] == 4 and any("steps_per_second" in m for m in run["metrics"])
   assert "memory per device" in (tmp_path / "compile_check_1p1b_gpu.txt").read_text()
   assert "=== compile_check: ok" in (tmp_path / "device_check_gpu.log").read_text()
+
+
+def test_object_shape_readout_takes_the_3x3_tokens_around_each_object():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sdict_jax import vision_probe  # pylint: disable=g-import-not-at-top
+  from sdict_jax.data import shapes  # pylint: disable=g-import-not-at-top
+  images, where, labels = vision_probe.object_data(6, seed=0, image_size=64,
+                                                   patch_size=8)
+  assert images.shape == (6, 64, 64, 3) and len(where) == len(labels) >= 6
+  assert set(labels.tolist()) <= set(range(len(shapes.SHAPES)))
+  # The centre patch of each object holds object colour, not background.
+  for image, row, column in where:
+    patch = images[image, 8 * row:8 * row + 8, 8 * column:8 * column + 8]
+    assert patch.max() > 150  # the background stays darker (shapes._BACKGROUND_MAX)
+  # An "encoder" whose token is its own (image, row, column): the features are
+  # the nine neighbours in row-major order, zeros past the edge.
+  def encode(batch):
+    count = batch.shape[0]
+    grid = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1)
+    ids = np.broadcast_to(grid.reshape(1, 64, 2) + 1, (count, 64, 2))
+    return np.asarray(ids, np.float32)
+  features = vision_probe.neighbourhood_features(
+      encode, images, np.asarray([[0, 0, 3], [1, 4, 4]]), grid=8, batch_size=4)
+  assert features.shape == (2, 18)
+  np.testing.assert_array_equal(features[0].reshape(9, 2)[:3], 0)  # above row 0
+  np.testing.assert_array_equal(features[0].reshape(9, 2)[4], [1, 4])  # itself, +1
+  np.testing.assert_array_equal(features[1].reshape(9, 2)[[0, 8]], [[4, 4], [6, 6]])

@@ -97,13 +97,15 @@ def test_evaluate_writes_every_score_and_prediction(workdir):
 
 @pytest.mark.slow
 def test_vision_probe_reads_out_a_trained_run(workdir):
-  result = run_module("sdict_jax.vision_probe", f"--workdirs={workdir}")
+  result = run_module("sdict_jax.vision_probe", f"--workdirs={workdir}", "--at_init")
   assert result.returncode == 0, result.stderr[-3000:]
-  line = result.stdout.strip().splitlines()[-1]
-  assert line.startswith(f"{workdir} (step 2)"), line
-  scores = dict(part.split() for part in line.split(": ", 1)[1].split(", "))
-  assert set(scores) == {"lone_shape", "left_shape"}
-  assert all(0 <= float(v) <= 1 for v in scores.values())
+  trained, initial = result.stdout.strip().splitlines()[-2:]
+  assert trained.startswith(f"{workdir} (step 2)"), trained
+  assert initial.startswith(f"{workdir} (step 0)"), initial
+  for line in trained, initial:
+    scores = dict(part.split() for part in line.split(": ", 1)[1].split(", "))
+    assert set(scores) == {"lone_shape", "left_shape", "object_shape"}
+    assert all(0 <= float(v) <= 1 for v in scores.values())
 
 
 @pytest.mark.slow

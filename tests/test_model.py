@@ -314,3 +314,81 @@ def test_gradients_finite_for_an_all_padding_text():
 
   grads = jax.grad(loss)(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+
+
+def test_box_patch_mask_takes_the_patches_whose_centres_lie_in_the_box():
+  boxes = jnp.asarray([[0.0, 0.0, 0.5, 0.5],      # the top-left quarter
+                       [0.1, 0.6, 0.3, 0.9],      # one row, two columns
+                       [0.40, 0.40, 0.42, 0.42],  # holds no patch centre
+                       [0.0, 0.0, 0.0, 0.0]])     # has_box = 0 examples carry this
+  mask = np.asarray(model_lib.box_patch_mask(boxes, (8, 8))).reshape(4, 8, 8)
+  expected = np.zeros((4, 8, 8), bool)
+  expected[0, :4, :4] = True
+  expected[1, 1, 5:7] = True
+  expected[2, 3, 3] = True  # the patch holding the box's centre
+  expected[3, 0, 0] = True
+  np.testing.assert_array_equal(mask, expected)
+
+
+def test_region_words_read_only_the_vision_tokens_in_the_box():
+  """model.region_words: the head names the boxed object from the tokens inside
+  its box, and nothing else: tokens outside it change nothing."""
+  model, batch = _model(region_words=True), _batch()
+  params = _params(model, batch)
+  vision = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 32))
+  boxes = jnp.asarray([[0.0, 0.0, 0.5, 0.5]] * 2)  # patches (0..1, 0..1) of 4 × 4
+  inside = np.zeros((4, 4), bool)
+  inside[:2, :2] = True
+  outside = jnp.asarray(~inside.reshape(-1))[None, :, None]
+  logits = lambda v: model.apply({"params": params}, v, boxes, (4, 4),
+                                 method=model_lib.SDictVLM.region_word_logits)
+  changed = vision + 5.0 * outside * jax.random.normal(jax.random.PRNGKey(1),
+                                                        vision.shape)
+  np.testing.assert_allclose(logits(changed), logits(vision), rtol=1e-5, atol=1e-5)
+  assert float(jnp.max(jnp.abs(logits(vision + 5.0 * ~outside) - logits(vision)))) > 1e-2
+  outputs = model.apply({"params": params}, batch)
+  assert outputs["region_word_logits"].shape == (2, 40)
+  assert "region_word_logits" not in _model().apply(
+      {"params": _params(_model(), batch)}, batch)
+
+
+def test_region_word_loss_is_a_bag_of_words_cross_entropy():
+  from sdict_jax import losses  # pylint: disable=g-import-not-at-top
+  refexp = jnp.asarray([[3, 5, 5, 0], [0, 0, 0, 0], [4, 0, 0, 0]])
+  uniform = losses.region_word_loss(jnp.zeros((3, 10)), refexp, jnp.ones(3))
+  np.testing.assert_allclose(uniform, np.log(10), rtol=1e-6)  # empty ones skipped
+  # Logits that put the bag's proportions on its words reach its entropy.
+  bag = np.log(np.asarray([1e-9] * 3 + [1 / 3] + [1e-9] + [2 / 3] + [1e-9] * 4))
+  best = losses.region_word_loss(jnp.asarray([bag]), refexp[:1], jnp.ones(1))
+  entropy = -(1 / 3 * np.log(1 / 3) + 2 / 3 * np.log(2 / 3))
+  np.testing.assert_allclose(best, entropy, rtol=1e-4)
+  # Examples without a box do not count.
+  logits = jnp.zeros((3, 10)).at[2, 4].set(10.0)
+  np.testing.assert_allclose(
+      losses.region_word_loss(logits, refexp, jnp.asarray([1.0, 1.0, 0.0])),
+      np.log(10), rtol=1e-6)
+
+
+def test_config_turns_region_words_on_and_the_loss_counts_them():
+  """config.model.region_words reaches the model through from_config, and
+  losses.total_loss adds loss.region_words × the region loss."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from sdict_jax import losses  # pylint: disable=g-import-not-at-top
+  config = config_files.get_config(os.path.join(ROOT, "configs", "shapes.py"))
+  assert config.model.region_words and config.loss.region_words == 3.0  # the default
+  config.model.update(width=32, vision_atoms=8, num_atoms=6)
+  model = model_lib.from_config(config.model, vocab_size=40, num_answers=7,
+                                image_size=32, max_caption_len=16)
+  batch = _batch()
+  params = _params(model, batch)
+  assert params["region_head"]["kernel"].shape == (32, 40)
+  outputs = model.apply({"params": params}, batch)
+  def total(weight):
+    loss_config = ml_collections.ConfigDict(config.loss.to_dict())
+    loss_config.region_words = weight
+    return losses.total_loss(outputs, batch | {"has_box": jnp.ones(2)}, {}, 0,
+                             loss_config)
+  loss, parts = total(1.0)
+  loss_off, _ = total(0.0)
+  np.testing.assert_allclose(loss - loss_off, parts["region_word_loss"], rtol=1e-5)
+  assert float(parts["region_word_loss"]) > 0

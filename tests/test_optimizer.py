@@ -71,12 +71,12 @@ def test_trunk_params_are_the_encoders_and_fusion_not_heads_or_decoder():
   model = model_lib.SDictVLM(vocab_size=20, num_answers=5, width=16, num_atoms=4,
                              pretrain_grid=(4, 4), question_gate=True,
                              question_film=True, vqa_readout="tokens",
-                             tie_vision_atoms=True)
+                             tie_vision_atoms=True, region_words=True)
   shapes = jax.eval_shape(lambda: model.init(
       {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)},
       model_lib.dummy_batch(1, 32, 4, 4, 5)))["params"]
-  read_by_others = ("vqa_head_", "box_head_", "token_readout", "decoder_",
-                    "token_embedding", "caption_position")
+  read_by_others = ("vqa_head_", "box_head_", "region_head", "token_readout",
+                    "decoder_", "token_embedding", "caption_position")
   for path, _ in jax.tree_util.tree_flatten_with_path(shapes)[0]:
     name = jax.tree_util.keystr(path, simple=True, separator="/")
     in_trunk = re.fullmatch(model_lib.TRUNK_PARAMS, name) is not None

@@ -86,6 +86,16 @@ def _train(workdir, *overrides, wait=True):
   return process.returncode, output
 
 
+def test_region_words_without_their_loss_weight_are_named():
+  """A config without loss.region_words (e.g. configs/vqav2.py) that turns the
+  head on is told to set its weight, not trained with a silent default."""
+  config = ConfigDict(_config().to_dict())
+  config.model.region_words = True
+  del config.loss["region_words"]
+  with pytest.raises(config_checks.ConfigError, match="set config.loss.region_words"):
+    config_checks.validate(config, num_devices=4)
+
+
 def test_bad_config_fails_before_any_compute(tmp_path):
   start = time.time()
   code, output = _train(tmp_path, "--config.model.mixer=transformer")
