@@ -332,7 +332,7 @@ if __name__ == "__main__":
   # Defined here, not at import: bench.py imports this module beside train.py.
   flags.DEFINE_list("workdirs", None, "Trained runs to read out, comma-separated.")
   flags.DEFINE_list("tasks", list(FROZEN_TASKS), f"Read-outs, of {FROZEN_TASKS}.")
-  flags.DEFINE_bool("at_init", False, "Also read out each run's encoder at its "
-                    "initialisation (step 0): what training added.")
+  flags.DEFINE_bool("at_init", False, "Also read out each run's model freshly "
+                    "initialised with its seed (step 0): what training added.")
   flags.mark_flags_as_required(["workdirs"])
   app.run(main)
