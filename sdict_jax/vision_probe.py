@@ -30,6 +30,7 @@ It adds a third, per-object question that pooled tokens cannot answer:
   python -m sdict_jax.vision_probe --workdirs runs/shapes[,runs/shapes_attn,…]
 """
 
+import functools
 import time
 from typing import Optional
 
@@ -263,54 +264,57 @@ def neighbourhood_features(encode, images: np.ndarray, where: np.ndarray,
                          for dr in (-1, 0, 1) for dc in (-1, 0, 1)], -1)
 
 
-def _readout_scores(encode, tasks, *, image_size, patch_size, train_examples,
-                    eval_examples) -> dict:
-  scores = {}
-  for task in tasks:
-    if task == "object_shape":
-      # Scenes, not objects, are counted: 2.5 objects a scene on average.
-      grid = image_size // patch_size
-      fit = object_data(train_examples, seed=0, image_size=image_size,
-                        patch_size=patch_size)
-      held_out = object_data(eval_examples, seed=1, image_size=image_size,
-                             patch_size=patch_size)
-      features = lambda data: neighbourhood_features(encode, data[0], data[1], grid)
-      # 9d features: a lighter ridge than the pooled read-outs' (0.1 read more
-      # than 1; docs/experiments.md, session 14).
-      scores[task] = ridge_readout_accuracy(features(fit), fit[2], features(held_out),
-                                            held_out[2], ridge_per_feature=0.1)
-      continue
-    train_images, train_labels = probe_data(task, train_examples, seed=0,
-                                            image_size=image_size)
-    eval_images, eval_labels = probe_data(task, eval_examples, seed=1,
-                                          image_size=image_size)
-    scores[task] = ridge_readout_accuracy(
-        pooled_features(encode, train_images), train_labels,
-        pooled_features(encode, eval_images), eval_labels)
-  return scores
+def _readout_data(task, *, image_size, patch_size, train_examples, eval_examples):
+  """(encoder → its (fit, held-out) features, fit labels, held-out labels, ridge per
+  feature) for one task: the images are generated once, whatever the number of
+  encoders read out."""
+  if task == "object_shape":  # counts scenes: 2.5 objects a scene on average
+    grid = image_size // patch_size
+    fit, held_out = (object_data(count, seed=seed, image_size=image_size,
+                                 patch_size=patch_size)
+                     for seed, count in ((0, train_examples), (1, eval_examples)))
+    features = lambda encode, data: neighbourhood_features(encode, data[0], data[1],
+                                                           grid)
+    # 9d features: a lighter ridge than the pooled read-outs' (0.1 read more
+    # than 1; docs/experiments.md, session 14).
+    ridge = 0.1
+  else:
+    fit, held_out = (probe_data(task, count, seed=seed, image_size=image_size)
+                     for seed, count in ((0, train_examples), (1, eval_examples)))
+    features = lambda encode, data: pooled_features(encode, data[0])
+    ridge = 10.0
+  return (lambda encode: (features(encode, fit), features(encode, held_out)),
+          fit[-1], held_out[-1], ridge)
 
 
 def frozen_readout(workdir: str, tasks=FROZEN_TASKS, *, train_examples: int = 3000,
-                   eval_examples: int = 1000, at_init: bool = False) -> dict:
-  """{task: accuracy} of a ridge read-out of the run's frozen vision tokens;
-  at_init: of the same model freshly initialised with the run's seed instead (a
-  random encoder, not necessarily the run's own starting point)."""
+                   eval_examples: int = 1000, at_init: bool = False) -> list[dict]:
+  """[{step, task: accuracy}] of a ridge read-out of the run's frozen vision tokens;
+  at_init adds the same model freshly initialised with the run's seed (step 0; a
+  random encoder, not necessarily the run's own starting point), read out on the
+  same images."""
   config = restore.load_config(workdir)
   mesh = sharding.make_mesh(config.mesh)
   jax.set_mesh(mesh)
   run = restore.load(workdir, config, sources.load(config.data, "validation"), mesh)
-  params, step = run.params, run.step
   size = config.data.image_size
+  encoders = [(run.step, run.params)]
   if at_init:
-    images = jnp.zeros((1, size, size, 3))
-    params = run.model.init(jax.random.PRNGKey(config.seed), images,
-                            method=model_lib.SDictVLM.encode_image)["params"]
-    step = 0
-  encode = jax.jit(lambda images: run.model.apply(
+    encoders.append((0, run.model.init(jax.random.PRNGKey(config.seed),
+                                       jnp.zeros((1, size, size, 3)),
+                                       method=model_lib.SDictVLM.encode_image)["params"]))
+  encode = jax.jit(lambda params, images: run.model.apply(
       {"params": params}, images, method=model_lib.SDictVLM.encode_image))
-  return {"step": step, **_readout_scores(
-      encode, tasks, image_size=size, patch_size=config.model.patch_size,
-      train_examples=train_examples, eval_examples=eval_examples)}
+  scores = [{"step": step} for step, _ in encoders]
+  for task in tasks:
+    features, fit_labels, held_out_labels, ridge = _readout_data(
+        task, image_size=size, patch_size=config.model.patch_size,
+        train_examples=train_examples, eval_examples=eval_examples)
+    for (_, params), row in zip(encoders, scores):
+      fit_x, held_out_x = features(functools.partial(encode, params))
+      row[task] = ridge_readout_accuracy(fit_x, fit_labels, held_out_x,
+                                         held_out_labels, ridge_per_feature=ridge)
+  return scores
 
 
 def main(argv):
@@ -319,11 +323,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"Unknown --tasks {unknown}; choose from {FROZEN_TASKS}.")
   for workdir in flags.FLAGS.workdirs:
-    for at_init in (False, True) if flags.FLAGS.at_init else (False,):
-      try:
-        scores = frozen_readout(workdir, tasks=flags.FLAGS.tasks, at_init=at_init)
-      except restore.RestoreError as error:
-        raise app.UsageError(str(error)) from error
+    try:
+      readouts = frozen_readout(workdir, tasks=flags.FLAGS.tasks,
+                                at_init=flags.FLAGS.at_init)
+    except restore.RestoreError as error:
+      raise app.UsageError(str(error)) from error
+    for scores in readouts:
       print(f"{workdir} (step {scores.pop('step')}): " + ", ".join(
           f"{task} {accuracy:.3f}" for task, accuracy in scores.items()), flush=True)
 
