@@ -6,11 +6,11 @@ The default run's 1,000 steps (64,000 questions, the 15-minute budget on 2 CPU
 cores) end with shape-dependent questions near chance (README, "Results"). This
 config changes only the length of training, so its learning curve (held-out
 evaluation every 1,000 steps) shows how far the same model and data get with
-more steps: 5,000 steps, about an hour on 2 CPU cores (AMD EPYC VM). With the
-default's per-token read-out and slower trunk, before region words were turned on
-(`--config.model.region_words=False` repeats it): held-out VQA 0.842, shape 0.78,
-CIDEr 3.25 at step 5,000 (README, "Results"); with the paper's [CLS] read-out and
-one step size, VQA 0.700 and shape 0.48. Not yet run with region words.
+more steps: 5,000 steps, about an hour on 2 CPU cores (AMD EPYC VM). With
+session 12's default (the per-token read-out and slower trunk, no region words):
+held-out VQA 0.842, shape 0.78, CIDEr 3.25 at step 5,000 (README, "Results"); with
+the paper's [CLS] read-out and one step size, VQA 0.700 and shape 0.48. Not yet
+run with region words (sessions 14 and 15's defaults).
 """
 
 from sdict_jax import config_files

@@ -227,7 +227,8 @@ def random_batch(config, bundle, seed=0):
   keys = jax.random.split(jax.random.PRNGKey(seed), 4)
   batch = model_lib.dummy_batch(config.train.batch_size, config.data.image_size,
                                 config.data.max_text_len, config.data.max_caption_len,
-                                max(len(bundle.answer_vocab), 1))
+                                max(len(bundle.answer_vocab), 1),
+                                regions_per_image=config.data.get("regions_per_image", 0))
   tokens = lambda key, like: jax.random.randint(key, like.shape, 1,
                                                 bundle.tokenizer.vocab_size)
   batch.update(image=jax.random.uniform(keys[0], batch["image"].shape),
@@ -236,8 +237,13 @@ def random_batch(config, bundle, seed=0):
                caption_in=tokens(keys[3], batch["caption_in"]),
                caption_out=tokens(keys[3], batch["caption_out"]),
                box=jnp.tile(jnp.array([0.2, 0.2, 0.6, 0.6]), (batch["box"].shape[0], 1)))
-  for task in ("has_vqa", "has_caption", "has_box"):
-    batch[task] = jnp.ones_like(batch[task])
+  if "region_boxes" in batch:  # every slot a box, named by random words
+    batch.update(region_texts=tokens(keys[2], batch["region_texts"]),
+                 region_boxes=jnp.broadcast_to(batch["box"][:, None],
+                                               batch["region_boxes"].shape))
+  for task in ("has_vqa", "has_caption", "has_box", "has_region"):
+    if task in batch:
+      batch[task] = jnp.ones_like(batch[task])
   return batch
 
 

@@ -81,6 +81,13 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(data.get("questions_per_image", 1) >= 1,
            f"config.data.questions_per_image={data.get('questions_per_image')}; a "
            f"training example asks at least 1 question of its image.")
+  regions = data.get("regions_per_image", 0)
+  _require(regions >= 0, f"config.data.regions_per_image={regions}; use 0 (the "
+           f"region-words loss reads the grounded box) or the boxes per image.")
+  _require(not regions or model.get("region_words", False),
+           f"config.data.regions_per_image={regions} feeds the region-words loss, "
+           f"which is off: set config.model.region_words=True (and "
+           f"config.loss.region_words) or config.data.regions_per_image=0.")
   _require(train.compute_dtype in ("float32", "bfloat16"),
            f"config.train.compute_dtype={train.compute_dtype!r}; use 'float32' or "
            f"'bfloat16'.")

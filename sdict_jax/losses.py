@@ -35,14 +35,16 @@ def vqa_loss(logits, answer_scores, has_vqa):
   return _weighted_mean(jnp.sum(per_answer, -1), has_vqa)
 
 
-def region_word_loss(logits, refexp, has_box):
-  """Cross-entropy of the region's word logits against the referring expression
-  as a bag of words (each of its tokens equally likely; 0 = pad)."""
-  counts = jnp.sum(jax.nn.one_hot(refexp, logits.shape[-1]) *
-                   (refexp > 0)[..., None], axis=1)
+def region_word_loss(logits, texts, weights):
+  """Cross-entropy of each region's word logits [..., V] against its text's word
+  ids [..., L] as a bag of words (each of its tokens equally likely; 0 = pad); the
+  mean over the regions with weight [...] 1 (has_box, has_region) and a non-empty
+  text."""
+  counts = jnp.sum(jax.nn.one_hot(texts, logits.shape[-1]) *
+                   (texts > 0)[..., None], axis=-2)
   targets = counts / jnp.maximum(jnp.sum(counts, -1, keepdims=True), 1.0)
   per_box = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-  return _weighted_mean(per_box, has_box * (jnp.sum(counts, -1) > 0))
+  return _weighted_mean(per_box, weights * (jnp.sum(counts, -1) > 0))
 
 
 def box_iou_and_giou(pred, target):
@@ -103,9 +105,12 @@ def total_loss(outputs, batch, aux_collection, step, loss_config):
   }
   loss = (loss_config.caption * parts["caption_loss"] +
           loss_config.vqa * parts["vqa_loss"] + loss_config.box * parts["box_loss"])
-  if "region_word_logits" in outputs:
-    parts["region_word_loss"] = region_word_loss(outputs["region_word_logits"],
-                                                 batch["refexp"], batch["has_box"])
+  if "region_word_logits" in outputs:  # every box of the image, or the one grounded
+    # Keyed as in SDictVLM.__call__: region_boxes chose which boxes were named.
+    words, has = ((batch["region_texts"], batch["has_region"])
+                  if "region_boxes" in batch else (batch["refexp"], batch["has_box"]))
+    parts["region_word_loss"] = region_word_loss(outputs["region_word_logits"], words,
+                                                 has)
     loss = loss + loss_config.region_words * parts["region_word_loss"]
   aux = auxiliary_losses(aux_collection)
   if "reconstruction" in aux:

@@ -31,6 +31,10 @@ _embed_init = nn.initializers.normal(0.02)
 TRUNK_PARAMS = (r"(vision|text|fusion)_\d+/.*|(vision|text|fusion)_norm/.*"
                 r"|question_(gate|film)_\d+/.*|patch_projection/.*"
                 r"|vision_position|vision_omega|text_position|segment|cls")
+# The vision encoder's alone (a part of TRUNK_PARAMS): listed before it in
+# optim.lr_mults, it gives the encoder its own step.
+VISION_PARAMS = (r"vision_\d+/.*|vision_norm/.*|patch_projection/.*|vision_position"
+                 r"|vision_omega")
 
 
 class Block(nn.Module):
@@ -127,19 +131,19 @@ class TokenReadout(nn.Module):
 
 
 def box_patch_mask(boxes: Array, grid: tuple[int, int]) -> Array:
-  """(ymin, xmin, ymax, xmax) boxes [B, 4] in [0, 1] → [B, gh·gw] patch mask.
+  """(ymin, xmin, ymax, xmax) boxes [..., 4] in [0, 1] → [..., gh·gw] patch mask.
 
   A patch is in the box when its centre is, and the patch holding the box's
   centre always is, so a box smaller than a patch still covers one.
   """
   centre = lambda n: (jnp.arange(n) + 0.5) / n
-  inside = lambda c, lo, hi: (c >= lo[:, None]) & (c <= hi[:, None])
-  rows = inside(centre(grid[0]), boxes[:, 0], boxes[:, 2])
-  cols = inside(centre(grid[1]), boxes[:, 1], boxes[:, 3])
+  inside = lambda c, lo, hi: (c >= lo[..., None]) & (c <= hi[..., None])
+  rows = inside(centre(grid[0]), boxes[..., 0], boxes[..., 2])
+  cols = inside(centre(grid[1]), boxes[..., 1], boxes[..., 3])
   middle = lambda lo, hi, n: jnp.clip(((lo + hi) / 2 * n).astype(jnp.int32), 0, n - 1)
-  rows |= jax.nn.one_hot(middle(boxes[:, 0], boxes[:, 2], grid[0]), grid[0]) > 0
-  cols |= jax.nn.one_hot(middle(boxes[:, 1], boxes[:, 3], grid[1]), grid[1]) > 0
-  return (rows[:, :, None] & cols[:, None, :]).reshape(boxes.shape[0], -1)
+  rows |= jax.nn.one_hot(middle(boxes[..., 0], boxes[..., 2], grid[0]), grid[0]) > 0
+  cols |= jax.nn.one_hot(middle(boxes[..., 1], boxes[..., 3], grid[1]), grid[1]) > 0
+  return (rows[..., :, None] & cols[..., None, :]).reshape(*boxes.shape[:-1], -1)
 
 
 def masked_mean(x: Array, mask: Array) -> Array:
@@ -365,16 +369,21 @@ class SDictVLM(nn.Module):
 
   def region_word_logits(self, vision: Array, boxes: Array,
                          grid: tuple[int, int]) -> Array:
-    """Word logits [B, V] from the mean of the vision tokens [B, gh·gw, d] that lie
-    in each example's box [B, 4] (losses.region_word_loss: its referring expression).
+    """Word logits [B, (R,) V] from the mean of the vision tokens [B, gh·gw, d]
+    that lie in each of an image's boxes [B, (R,) 4] (losses.region_word_loss:
+    the words of each box's text).
 
     Straight from the vision encoder, before any fusion: the only way to lower
     this loss is for the tokens of an object to say what the object is, which is
     what every question about a named object later needs (README, "What the
     multi-task encoder holds of each object").
     """
-    mask = box_patch_mask(boxes, grid)
-    return self.region_head(masked_mean(vision, mask))
+    # float32: a bf16 count of patches is inexact above 256 of them.
+    mask = box_patch_mask(boxes, grid).reshape(vision.shape[0], -1, vision.shape[1])
+    mask = mask.astype(jnp.float32)
+    means = jnp.einsum("brn,bnd->brd", mask, vision.astype(jnp.float32)) / jnp.maximum(
+        jnp.sum(mask, -1, keepdims=True), 1.0)
+    return self.region_head(means).reshape(*boxes.shape[:-1], -1)
 
   def caption_logits(self, tokens: Array, positions: Array,
                      prefix: Optional[Array] = None,
@@ -407,7 +416,8 @@ class SDictVLM(nn.Module):
 
   def __call__(self, batch: dict, train: bool = False) -> dict:
     """VQA logits, boxes and caption logits for a model batch (see pipeline.py),
-    and with region_words the boxed object's word logits.
+    and with region_words the boxed objects' word logits (of every box in
+    `region_boxes` where the batch has it, else of `box`).
 
     The image is encoded once. Its questions and the referring expression are
     fused with it as one stacked batch; captioning fuses the image with no text
@@ -440,8 +450,8 @@ class SDictVLM(nn.Module):
     if self.region_words:
       image_size = batch["image"].shape[1:3]
       grid = (image_size[0] // self.patch_size, image_size[1] // self.patch_size)
-      outputs["region_word_logits"] = self.region_word_logits(vision, batch["box"],
-                                                              grid)
+      boxes = batch["region_boxes"] if "region_boxes" in batch else batch["box"]
+      outputs["region_word_logits"] = self.region_word_logits(vision, boxes, grid)
     return outputs
 
 
@@ -499,11 +509,17 @@ def count_parameters(model: SDictVLM, image_size: int, text_len: int = 8,
 
 
 def dummy_batch(batch_size: int, image_size: int, text_len: int, caption_len: int,
-                num_answers: int, questions_per_image: int = 1) -> dict:
+                num_answers: int, questions_per_image: int = 1,
+                regions_per_image: int = 0) -> dict:
   """A model batch of zeros with the pipeline's shapes (for init and tracing)."""
   zeros = lambda shape, dtype=jnp.int32: jnp.zeros((batch_size, *shape), dtype)
   per_image = (questions_per_image,) if questions_per_image > 1 else ()
-  return {
+  regions = {}
+  if regions_per_image:
+    regions = {"region_texts": zeros((regions_per_image, text_len)),
+               "region_boxes": zeros((regions_per_image, 4), jnp.float32),
+               "has_region": zeros((regions_per_image,), jnp.float32)}
+  return regions | {
       "image": zeros((image_size, image_size, 3), jnp.float32),
       "question": zeros((*per_image, text_len)), "refexp": zeros((text_len,)),
       "answer_scores": zeros((*per_image, num_answers), jnp.float32),

@@ -135,7 +135,8 @@ def example_batch(config, batch_size: int, num_answers: int) -> dict:
   return model_lib.dummy_batch(
       batch_size, config.data.image_size, config.data.max_text_len,
       config.data.max_caption_len, max(num_answers, 1),
-      config.data.get("questions_per_image", 1))
+      config.data.get("questions_per_image", 1),
+      config.data.get("regions_per_image", 0))
 
 
 def jit_train_step(model, optimizer, config, base_rng, state_shardings, mesh):
@@ -159,6 +160,8 @@ def make_train_data(config, bundle):
       max_caption_len=config.data.max_caption_len, seed=config.seed, train=True,
       image_transform=augment.make_image_transform(config.data),
       questions_per_image=config.data.get("questions_per_image", 1),
+      regions_per_image=config.data.get("regions_per_image", 0),
+      region_text=config.data.get("region_text", "refexps"),
       shard_index=jax.process_index(),
       shard_count=jax.process_count(), worker_count=config.data.worker_count)
 

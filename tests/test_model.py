@@ -369,6 +369,53 @@ def test_region_word_loss_is_a_bag_of_words_cross_entropy():
       np.log(10), rtol=1e-6)
 
 
+def test_region_words_over_every_box_equal_one_box_at_a_time():
+  """With region_boxes [B, R, 4] (data.regions_per_image) the head names each box
+  as it names a single one, the loss is the mean over the boxes that exist, and
+  total_loss reads the region fields instead of the grounded box."""
+  from sdict_jax import losses  # pylint: disable=g-import-not-at-top
+  model = _model(region_words=True)
+  batch = model_lib.dummy_batch(2, 32, 8, 10, 7, regions_per_image=3) | _batch()
+  params = _params(model, batch)
+  boxes = jnp.asarray(
+      [[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.1, 0.6, 0.3, 0.9]],
+       [[0.2, 0.2, 0.4, 0.9], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]]])
+  np.testing.assert_array_equal(
+      model_lib.box_patch_mask(boxes, (4, 4)),
+      jnp.stack([model_lib.box_patch_mask(boxes[:, r], (4, 4)) for r in range(3)], 1))
+  vision = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 32))
+  logits = lambda b: model.apply({"params": params}, vision, b, (4, 4),
+                                 method=model_lib.SDictVLM.region_word_logits)
+  every = logits(boxes)
+  assert every.shape == (2, 3, 40)
+  pooled = lambda b: model.apply(  # the head on masked_mean, box by box
+      {"params": params}, vision, b, method=lambda m, v, b: m.region_head(
+          model_lib.masked_mean(v, model_lib.box_patch_mask(b, (4, 4)))))
+  for r in range(3):
+    np.testing.assert_allclose(every[:, r], logits(boxes[:, r]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(every[:, r], pooled(boxes[:, r]), rtol=1e-5, atol=1e-5)
+  refexps = jnp.asarray(np.random.default_rng(0).integers(4, 40, (2, 3, 8)), jnp.int32)
+  has = jnp.asarray([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+  one_at_a_time = [losses.region_word_loss(every[b, r][None], refexps[b, r][None],
+                                           jnp.ones(1))
+                   for b, r in zip(*np.nonzero(np.asarray(has)))]
+  np.testing.assert_allclose(losses.region_word_loss(every, refexps, has),
+                             np.mean(one_at_a_time), rtol=1e-5)
+  batch = batch | {"region_boxes": boxes, "region_texts": refexps, "has_region": has}
+  outputs = model.apply({"params": params}, batch)
+  assert outputs["region_word_logits"].shape == (2, 3, 40)
+  _, parts = losses.total_loss(outputs, batch, {}, 0, _loss_config())
+  np.testing.assert_allclose(
+      parts["region_word_loss"],
+      losses.region_word_loss(outputs["region_word_logits"], refexps, has), rtol=1e-6)
+
+
+def _loss_config():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  config = config_files.get_config(os.path.join(ROOT, "configs", "shapes.py"))
+  return ml_collections.ConfigDict(config.loss.to_dict())
+
+
 def test_config_turns_region_words_on_and_the_loss_counts_them():
   """config.model.region_words reaches the model through from_config, and
   losses.total_loss adds loss.region_words × the region loss."""

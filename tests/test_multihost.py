@@ -56,7 +56,6 @@ def _reference_losses(out_path):
   import jax
   from sdict_jax import config_files
   from sdict_jax import metrics
-  from sdict_jax import model as model_lib
   from sdict_jax import sharding
   from sdict_jax import train
   from sdict_jax.data import augment
@@ -80,13 +79,15 @@ def _reference_losses(out_path):
       max_caption_len=config.data.max_caption_len, seed=config.seed, train=True,
       image_transform=augment.make_image_transform(config.data),
       normalize_answer=metrics.normalize_answer, shard_index=index, shard_count=2,
+      questions_per_image=config.data.get("questions_per_image", 1),
+      regions_per_image=config.data.get("regions_per_image", 0),
+      region_text=config.data.get("region_text", "refexps"),
       worker_count=config.data.worker_count)) for index in range(2)]
   model = train.build_model(config, bundle)
   optimizer, _ = train.make_optimizer(config.optim, config.train.steps)
   base_rng = jax.random.PRNGKey(config.seed)
-  example = model_lib.dummy_batch(config.train.batch_size, config.data.image_size,
-                                  config.data.max_text_len, config.data.max_caption_len,
-                                  max(len(bundle.answer_vocab), 1))
+  example = train.example_batch(config, config.train.batch_size,
+                                len(bundle.answer_vocab))
 
   init_state = train.make_init_state(model, optimizer, example)
 

@@ -1,5 +1,7 @@
 """train.make_optimizer: which parameters get which step."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -81,6 +83,34 @@ def test_trunk_params_are_the_encoders_and_fusion_not_heads_or_decoder():
     name = jax.tree_util.keystr(path, simple=True, separator="/")
     in_trunk = re.fullmatch(model_lib.TRUNK_PARAMS, name) is not None
     assert in_trunk != name.startswith(read_by_others), name
+    in_vision = re.fullmatch(model_lib.VISION_PARAMS, name) is not None
+    assert in_vision == (in_trunk and name.startswith(
+        ("vision_", "patch_projection"))), name
+
+
+def test_default_config_steps_the_vision_encoder_at_the_heads_rate_the_rest_slower():
+  """configs/shapes.py: VISION_PARAMS (listed first) at 1 ×, the rest of the trunk
+  at 0.1 ×, heads and decoder at 1 × (Adam's first step: lr × sign(grad))."""
+  import os  # pylint: disable=g-import-not-at-top
+  from sdict_jax import config_files  # pylint: disable=g-import-not-at-top
+  config = config_files.get_config(os.path.join(
+      os.path.dirname(__file__), "..", "configs", "shapes.py"))
+  optim = ml_collections.ConfigDict(config.optim.to_dict())
+  optim.update(warmup_steps=0, weight_decay=0.0)
+  kernel = {"kernel": jnp.ones((4, 3))}
+  params = {"vision_0": {"mlp_in": kernel}, "patch_projection": kernel,
+            "text_0": {"mlp_in": kernel}, "fusion_1": {"mlp_in": kernel},
+            "vqa_head_0": kernel, "decoder_0": {"mlp_in": kernel}}
+  optimizer, _ = train.make_optimizer(optim, steps=10)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  step = lambda *path: float(jnp.abs(functools.reduce(dict.get, path, updates)
+                                     ["kernel"]).mean())
+  head = step("vqa_head_0")
+  for path, factor in ((("vision_0", "mlp_in"), 1.0), (("patch_projection",), 1.0),
+                       (("text_0", "mlp_in"), 0.1), (("fusion_1", "mlp_in"), 0.1),
+                       (("decoder_0", "mlp_in"), 1.0)):
+    np.testing.assert_allclose(step(*path), factor * head, rtol=1e-5, err_msg=path)
 
 
 def test_lr_mult_zero_freezes_weight_decay_included():

@@ -233,8 +233,56 @@ def test_several_questions_per_image_are_distinct_questions_of_that_image():
   assert evaluation["question"].shape == (3, TEXT_LEN)  # evaluation: one question
 
 
+@pytest.mark.parametrize("train,region_text", [(True, "refexps"), (False, "refexps"),
+                                               (True, "descriptions")])
+def test_regions_per_image_carry_every_box_with_the_text_that_names_it(train,
+                                                                       region_text):
+  """data.regions_per_image=R: up to R boxes of the image, each beside its own
+  text (data.region_text), empty slots past the image's objects; the other fields
+  unchanged."""
+  source = _source(n=16)
+  kwargs = dict(batch_size=8, train=train, drop_remainder=False)
+  plain = next(iter(_dataset(source, **kwargs)))
+  batch = next(iter(_dataset(source, regions_per_image=3, region_text=region_text,
+                             **kwargs)))
+  assert batch["region_texts"].shape == (8, 3, TEXT_LEN)
+  assert batch["region_boxes"].shape == (8, 3, 4)
+  _assert_same_batches([{k: batch[k] for k in plain}], [plain])
+  for row, example_id in enumerate(batch["example_id"]):
+    raw = source[int(example_id)]
+    n = min(3, len(raw["refexps"]))
+    np.testing.assert_array_equal(batch["has_region"][row], [1.0] * n + [0.0] * (3 - n))
+    assert not batch["region_texts"][row, n:].any()
+    assert not batch["region_boxes"][row, n:].any()
+    seen = []
+    for words, box in zip(batch["region_texts"][row, :n], batch["region_boxes"][row]):
+      obj = [i for i, b in enumerate(raw["boxes"]) if np.allclose(b, box)]
+      assert len(obj) == 1
+      assert TOKENIZER.decode(words) == _words(raw[region_text][obj[0]])
+      seen.append(obj[0])
+    assert len(set(seen)) == n
+    if not train:  # evaluation: the first R objects
+      assert seen == list(range(n))
+
+
+def test_training_draws_which_boxes_to_name_at_random():
+  """regions_per_image below the object count: training names a random subset
+  (the last objects too), evaluation always the first."""
+  source = _source(n=32)
+  kwargs = dict(batch_size=32, regions_per_image=1, drop_remainder=False)
+  named = lambda batch: [
+      [i for i, b in enumerate(source[int(e)]["boxes"]) if np.allclose(b, box)][0]
+      for e, box in zip(batch["example_id"], batch["region_boxes"][:, 0])]
+  assert max(named(next(iter(_dataset(source, **kwargs))))) > 0
+  assert set(named(next(iter(_dataset(source, train=False, **kwargs))))) == {0}
+
+
 def test_mismatched_annotations_raise_clear_errors():
   image = np.zeros((32, 32, 3), np.uint8)
+  no_texts = [{"image": image, "boxes": np.zeros((1, 4)), "refexps": ["the circle"]}]
+  with pytest.raises(ValueError, match="0 descriptions but 1 boxes; data.region_text"):
+    next(iter(_dataset(no_texts, batch_size=1, train=False, regions_per_image=2,
+                       region_text="descriptions")))
   bad_boxes = [{"image": image, "boxes": np.zeros((2, 4)), "refexps": ["the circle"]}]
   with pytest.raises(ValueError, match="refexps"):
     next(iter(_dataset(bad_boxes, batch_size=1, train=False)))

@@ -231,10 +231,20 @@ def test_refexps_pick_out_their_object():
         assert matching == [obj], (refexp, obj, objects)
 
 
+def test_descriptions_name_every_attribute_of_their_object():
+  for example, scene in _examples("train", 100):
+    assert len(example["descriptions"]) == len(scene.objects) == len(example["boxes"])
+    for description, obj in zip(example["descriptions"], scene.objects):
+      article, size, colour, shape = description.split()
+      assert (article, colour, shape) == ("the", obj.colour, obj.shape)
+      assert size in shapes.SIZE_SYNONYMS[obj.size]
+
+
 def test_tokenizer_covers_all_generated_text():
   tok = tokenizer.shapes_tokenizer()
   for example, _ in _examples("train", 1000):
-    for text in example["captions"] + example["questions"] + example["refexps"]:
+    for text in (example["captions"] + example["questions"] + example["refexps"] +
+                 example["descriptions"]):
       ids = tok.encode(text)
       assert ids and tok.unk_id not in ids, text
       assert tok.decode(ids) == " ".join(tokenizer.split_words(text))

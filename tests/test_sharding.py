@@ -133,27 +133,19 @@ def _train_runs(out_path, worker):
   """Losses, shardings and restores of one worker's meshes, as JSON in out_path."""
   import jax
   from sdict_jax import checkpointing
-  from sdict_jax import model as model_lib
   from sdict_jax import sharding
   from sdict_jax import train
-  from sdict_jax.data import pipeline
   from sdict_jax.data import sources
 
   config = tiny_config()
   bundle = sources.load(config.data, "train")
-  data = pipeline.make_dataset(
-      bundle.source, tokenizer=bundle.tokenizer, answer_vocab=bundle.answer_vocab,
-      image_size=config.data.image_size, batch_size=config.train.batch_size,
-      max_text_len=config.data.max_text_len,
-      max_caption_len=config.data.max_caption_len, seed=0, train=True)
+  data = train.make_train_data(config, bundle)  # the region fields included
   batches = [b for b, _ in zip(iter(data), range(STEPS))]
   model = train.build_model(config, bundle)
   optimizer, _ = train.make_optimizer(config.optim, config.train.steps)
   base_rng = jax.random.PRNGKey(0)
-  example = model_lib.dummy_batch(config.train.batch_size, config.data.image_size,
-                                  config.data.max_text_len,
-                                  config.data.max_caption_len,
-                                  len(bundle.answer_vocab))
+  example = train.example_batch(config, config.train.batch_size,
+                                len(bundle.answer_vocab))
 
   init_state = train.make_init_state(model, optimizer, example)
 

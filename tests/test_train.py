@@ -51,6 +51,7 @@ def test_shapes_long_is_the_default_trained_longer():
     ("loss.recon_floor", 0.0, "never switched off"),
     ("data.name", "imagenet", "config.data.name='imagenet' is unknown"),
     ("data.questions_per_image", 0, "asks at least 1 question"),
+    ("data.regions_per_image", -1, "regions_per_image=-1; use 0"),
     ("data.render", "depth", "only the shapes source renders"),
     ("data.oracle_patch_size", 4, "oracle_patch_size=4 must be config.model.patch_size=8"),
 ])
@@ -93,6 +94,15 @@ def test_region_words_without_their_loss_weight_are_named():
   config.model.region_words = True
   del config.loss["region_words"]
   with pytest.raises(config_checks.ConfigError, match="set config.loss.region_words"):
+    config_checks.validate(config, num_devices=4)
+
+
+def test_regions_without_region_words_are_named():
+  config = ConfigDict(_config().to_dict())
+  config.model.region_words = False
+  config.data.regions_per_image = 4
+  with pytest.raises(config_checks.ConfigError,
+                     match="set config.model.region_words=True"):
     config_checks.validate(config, num_devices=4)
 
 

@@ -25,6 +25,12 @@ Model batch (leading dimension B):
   caption_out    int32 [B, max_caption_len]    [w1 .. wn, EOS, pad ...]
   has_vqa, has_caption, has_box  float32 [B]   1 where the raw example has the task
   example_id     int32 [B]
+  with regions_per_image=R > 0 also every box of the image, up to R (training: a
+  random R of them), each with the text that names it (the region-words loss;
+  region_text: the raw field it comes from, "refexps" or e.g. "descriptions"):
+  region_texts   int32 [B, R, max_text_len]
+  region_boxes   float32 [B, R, 4]
+  has_region     float32 [B, R]                0 in the slots past the image's boxes
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class ExampleEncoder:
   image_transform: ImageTransform | None = None
   normalize_answer: Callable[[str], str] = metrics.normalize_answer
   questions_per_image: int = 1
+  regions_per_image: int = 0
+  region_text: str = "refexps"  # the raw field naming each box in the region fields
 
   def train_example(self, indexed: tuple[int, dict], rng: np.random.Generator) -> dict:
     index, raw = indexed
@@ -94,15 +102,23 @@ class ExampleEncoder:
     n_questions = len(raw.get("questions", ()))
     question = (choose(n_questions) if self.questions_per_image == 1 else
                 rng.permutation(n_questions)[:self.questions_per_image].tolist())
+    obj = choose(len(raw.get("refexps", ())))
+    # Drawn last, and only when asked for: the stream of every other choice stays
+    # the same with or without regions.
+    regions = (rng.permutation(len(raw.get(self.region_text, ())))[
+        :self.regions_per_image].tolist() if self.regions_per_image else None)
     return self._encode(index, raw, image, caption=caption, question=question,
-                        obj=choose(len(raw.get("refexps", ()))))
+                        obj=obj, regions=regions)
 
   def eval_example(self, indexed: tuple[int, dict]) -> dict:
     index, raw = indexed
     n_questions, n_objects = len(raw.get("questions", ())), len(raw.get("refexps", ()))
+    n_regions = min(len(raw.get(self.region_text, ())), self.regions_per_image)
     return self._encode(index, raw, _as_rgb(raw["image"]), caption=0,
                         question=index % n_questions if n_questions else 0,
-                        obj=index % n_objects if n_objects else 0)
+                        obj=index % n_objects if n_objects else 0,
+                        regions=(list(range(n_regions)) if self.regions_per_image
+                                 else None))
 
   def answer_scores(self, answers: list[str]) -> np.ndarray:
     """VQAv2 soft scores; answers outside the vocabulary are dropped."""
@@ -120,9 +136,24 @@ class ExampleEncoder:
     return (_padded(self.tokenizer.encode(questions[question]), self.max_text_len),
             self.answer_scores(answers[question]), np.float32(1))
 
+  def _regions(self, texts, boxes, regions: list[int]) -> dict[str, np.ndarray]:
+    """The region fields (module doc) of the objects `regions`, padded to R slots."""
+    slots = self.regions_per_image
+    out = {"region_texts": np.zeros((slots, self.max_text_len), np.int32),
+           "region_boxes": np.zeros((slots, 4), np.float32),
+           "has_region": np.zeros(slots, np.float32)}
+    for slot, obj in enumerate(regions):
+      out["region_texts"][slot] = _padded(self.tokenizer.encode(texts[obj]),
+                                          self.max_text_len)
+      out["region_boxes"][slot] = boxes[obj]
+      out["has_region"][slot] = 1.0
+    return out
+
   def _encode(self, index: int, raw: dict, image: np.ndarray, *, caption: int,
-              question: int | list[int], obj: int) -> dict[str, Any]:
-    """One model example; `question` a list: that many questions, stacked."""
+              question: int | list[int], obj: int,
+              regions: list[int] | None = None) -> dict[str, Any]:
+    """One model example; `question` a list: that many questions, stacked;
+    `regions` a list: the region fields of those objects."""
     captions, questions = raw.get("captions", []), raw.get("questions", [])
     answers, refexps = raw.get("answers", []), raw.get("refexps", [])
     boxes = np.asarray(raw.get("boxes", np.zeros((0, 4))), np.float32).reshape(-1, 4)
@@ -142,7 +173,7 @@ class ExampleEncoder:
     else:
       question_ids, answer_scores, has_vqa = self._question(
           questions, answers, question if questions else None)
-    return {
+    example = {
         "image": _resized(image, self.image_size),
         "question": question_ids,
         "answer_scores": answer_scores,
@@ -155,6 +186,16 @@ class ExampleEncoder:
         "has_box": np.float32(has_box),
         "example_id": np.int32(raw.get("id", index)),  # sources without ids: position
     }
+    if regions is not None:
+      texts = raw.get(self.region_text, [])
+      # A misnamed field fails here, not as a silent zero loss (a source with no
+      # boxes at all has none to name: has_region stays 0).
+      if len(texts) != len(boxes):
+        raise ValueError(f"Example {raw.get('id')}: {len(texts)} {self.region_text} "
+                         f"but {len(boxes)} boxes; data.region_text names a field with "
+                         f"one text per box.")
+      example.update(self._regions(texts, boxes, regions))
+    return example
 
 
 def _with_source_index(index: int, raw: dict) -> tuple[int, dict]:
@@ -167,7 +208,9 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
                  num_epochs: int | None = None, image_transform: ImageTransform | None = None,
                  normalize_answer: Callable[[str], str] = metrics.normalize_answer,
                  shard_index: int = 0, shard_count: int = 1, drop_remainder: bool = True,
-                 questions_per_image: int = 1, worker_count: int = 0, read_threads: int = 4,
+                 questions_per_image: int = 1, regions_per_image: int = 0,
+                 region_text: str = "refexps",
+                 worker_count: int = 0, read_threads: int = 4,
                  prefetch_batches: int = 8) -> grain.IterDataset:
   """Batches of model examples from a random-access source of raw example dicts.
 
@@ -178,6 +221,10 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
       `image_transform`; else one ordered pass with fixed choices (see module doc).
     questions_per_image: training examples carry this many questions of their
       image (see the model batch above); evaluation always one.
+    regions_per_image: R > 0 adds the region fields (model batch above): up to R
+      boxes of the image, each with the text that names it.
+    region_text: the raw field whose texts name the boxes in the region fields
+      ("refexps", or e.g. the shapes source's "descriptions").
     shard_index, shard_count: this host takes source indices
       `shard_index::shard_count` (disjoint shards for multi-host input).
     worker_count: processes for `mp_prefetch`; 0 reads in this process (threads only).
@@ -196,7 +243,8 @@ def make_dataset(source, *, tokenizer: tokenizer_lib.Tokenizer, answer_vocab: li
       tokenizer=tokenizer, answer_index={a: i for i, a in enumerate(answer_vocab)},
       image_size=image_size, max_text_len=max_text_len, max_caption_len=max_caption_len,
       image_transform=image_transform, normalize_answer=normalize_answer,
-      questions_per_image=questions_per_image if train else 1)
+      questions_per_image=questions_per_image if train else 1,
+      regions_per_image=regions_per_image, region_text=region_text)
   ds = grain.MapDataset.source(source).map_with_index(_with_source_index)
   ds = ds[shard_index::shard_count]
   if train:

@@ -578,5 +578,9 @@ class ShapesSource:
         "question_kinds": [qa.kind for qa in qas],
         "boxes": np.asarray([o.box for o in scene.objects], np.float32),
         "refexps": refexps(scene.objects, rng),
+        # Every attribute of every object, box by box (as Visual Genome's region
+        # descriptions): what data.region_text="descriptions" names.
+        "descriptions": [f"the {_pick(rng, SIZE_SYNONYMS[o.size])} {o.colour} {o.shape}"
+                         for o in scene.objects],
         "id": int(index),
     }
