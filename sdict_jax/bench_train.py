@@ -230,7 +230,7 @@ def part_functions(setup: Setup) -> dict[str, tuple[Callable, tuple, tuple]]:
                       mask_questions, mask_refexps, *, num_image_tokens):
     (answer_logits, box), _ = apply(
         params, lambda m, fq, fr, mq, mr, train: (
-            m.answer_logits(fq, mq, num_image_tokens), m.box(fr, mr)),
+            m.answer_logits(fq, mq, num_image_tokens), m.box(fr, mr, num_image_tokens)),
         fused_questions, fused_refexps, mask_questions, mask_refexps)
     outputs = {"answer_logits": answer_logits.reshape(questions.shape[:-1] + (-1,)),
                "box": box, "caption_logits": caption_logits}

@@ -40,6 +40,10 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.token_pooling={model.get('token_pooling')!r} pools the "
            f"per-token read-out, which vqa_readout={model.get('vqa_readout')!r} does "
            f"not have; set config.model.vqa_readout='tokens'.")
+  _require(model.get("box_readout", "pool") in ("pool", "select"),
+           f"config.model.box_readout={model.get('box_readout')!r}; use 'pool' (the "
+           f"box head reads the pooled token) or 'select' (where the selector finds "
+           f"the referring expression's object).")
   _require(not model.get("region_words", False) or "region_words" in config.loss,
            "config.model.region_words=True needs its loss weight: set "
            "config.loss.region_words (configs/shapes.py uses 3.0).")

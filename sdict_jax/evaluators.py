@@ -38,7 +38,7 @@ def _predict(module, batch, *, model, decode_model, params, max_len, bos_id, eos
       max_len=max_len, options=decode_options, rng=rng)
   answer_logits = module.answer_logits(fused_q, mask_q, vision.shape[1])
   return {"answer": jnp.argmax(answer_logits, -1),
-          "box": module.box(fused_r, mask_r), "caption": captions}
+          "box": module.box(fused_r, mask_r, vision.shape[1]), "caption": captions}
 
 
 class Evaluator:

@@ -6,6 +6,9 @@
                                     └─ prefix of the caption decoder (L_d causal blocks)
   vqa_readout="tokens": the VQA head also reads each fused image token compared
   with the question, then averaged (TokenReadout).
+  box_readout="select", relation_readout: the box's centre, and the positions of
+  the two objects a question names, where ObjectSelector finds the text's object
+  among the fused image tokens.
 
 Every block is pre-LayerNorm → mixer → residual → LayerNorm → GELU MLP → residual;
 the mixer is chosen by name, so the attention and FNet baselines differ from
@@ -130,6 +133,62 @@ class TokenReadout(nn.Module):
                      "'mean_max'.")
 
 
+class ObjectSelector(nn.Module):
+  """Where the object a text names lies: query vectors [B, S, d] (each the mean of a
+  text's tokens) and image tokens [B, N, d] → centres [B, S, 2] and features
+  [B, S, d].
+
+  Each image token is compared with the query (FiLM, a token-wise layer) and
+  scored; the scores' sigmoids weigh the tokens' (y, x) into one centre, and
+  their compared features into one vector. Why: "is the red circle left of the
+  blue square?" compares the positions of two objects, each found by its words;
+  no sum of per-token decisions answers it (README, "Two objects"). A read-out:
+  nothing returns to the token sequence, so the model's only token mixing stays
+  the mixer's; and no softmax: each weight is its own sigmoid, and the sum that
+  normalises them is not over exponentials.
+  """
+
+  @nn.compact
+  def __call__(self, image_tokens, queries, coordinates):
+    d = image_tokens.shape[-1]
+    scale_shift = nn.Dense(2 * d, kernel_init=nn.initializers.zeros,
+                           dtype=image_tokens.dtype, name="film")(queries)
+    scale, shift = jnp.split(scale_shift[:, :, None, :], 2, axis=-1)
+    h = image_tokens[:, None] * (1 + scale) + shift  # [B, S, N, d]
+    h = nn.gelu(nn.Dense(d, dtype=image_tokens.dtype, name="mlp_in")(h))
+    scores = nn.Dense(1, dtype=jnp.float32, name="score")(h)[..., 0]
+    weights = jax.nn.sigmoid(scores)  # [B, S, N]
+    # + 0.01: a query that selects nothing reads the image's corner, finitely.
+    mass = jnp.sum(weights, -1, keepdims=True) + 0.01
+    centres = jnp.einsum("bsn,nc->bsc", weights, coordinates) / mass
+    features = jnp.einsum("bsn,bsnd->bsd", weights, h.astype(jnp.float32)) / mass
+    return centres, features.astype(h.dtype)
+
+
+def patch_centres(grid: tuple[int, int]) -> Array:
+  """Each patch's (y, x) centre in [0, 1] (box coordinates), in patchify's
+  row-major order: [gh·gw, 2]."""
+  ys, xs = [(jnp.arange(n) + 0.5) / n for n in grid]
+  return jnp.stack(jnp.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2)
+
+
+def question_halves(text: Array, mask: Array) -> Array:
+  """The means of a text's first and second half, [B, L, d], mask [B, L] (valid
+  tokens first) → [B, 2, d], with smooth weights (1 ± cos(π(t + ½)/n))/2.
+
+  "Is the red circle left of the blue square?" and "is the blue square left of
+  the red circle?" have the same mean token and opposite answers: the roles of the
+  two named objects are in the order of the words, and each half holds one.
+  """
+  mask = mask.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(mask, -1, keepdims=True), 1.0)
+  wave = jnp.cos(jnp.pi * (jnp.arange(text.shape[1]) + 0.5) / count)  # [B, L]
+  weights = jnp.stack([1 + wave, 1 - wave], 1) * mask[:, None]  # [B, 2, L]
+  weights /= jnp.maximum(jnp.sum(weights, -1, keepdims=True), 1e-6)
+  return jnp.einsum("bhl,bld->bhd", weights, text.astype(jnp.float32)).astype(
+      text.dtype)
+
+
 def box_patch_mask(boxes: Array, grid: tuple[int, int]) -> Array:
   """(ymin, xmin, ymax, xmax) boxes [..., 4] in [0, 1] → [..., gh·gw] patch mask.
 
@@ -195,6 +254,13 @@ class SDictVLM(nn.Module):
   # per-token comparison of the image tokens with the question.
   vqa_readout: str = "pool"
   token_pooling: str = "mean"  # TokenReadout's: "mean" | "mean_max"
+  # The box head: "pool" reads pool() (the paper); "select", ObjectSelector's
+  # centre for the referring expression, the box's size from pool() and the
+  # selected features.
+  box_readout: str = "pool"
+  # VQA: the positions of the objects named by the question's two halves
+  # (ObjectSelector, shared with the box head) beside what the head reads.
+  relation_readout: bool = False
   # A head that names the words of the referring expression from the vision
   # tokens inside its box (region_word_logits): a per-object signal for the
   # vision encoder.
@@ -264,6 +330,13 @@ class SDictVLM(nn.Module):
     self.vqa_head = [nn.Dense(d, dtype=self.dtype),
                      nn.Dense(self.num_answers, dtype=jnp.float32)]
     self.box_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(4, dtype=jnp.float32)]
+    if self.box_readout not in ("pool", "select"):
+      raise ValueError(f"Unknown model.box_readout {self.box_readout!r}; use 'pool' "
+                       "or 'select'.")
+    if self.box_readout == "select" or self.relation_readout:
+      self.object_selector = ObjectSelector()
+    if self.relation_readout:
+      self.relation_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(d, dtype=self.dtype)]
     if self.region_words:
       self.region_head = nn.Dense(self.vocab_size, dtype=jnp.float32)
 
@@ -349,21 +422,59 @@ class SDictVLM(nn.Module):
     sequence; the "tokens" read-out needs it.
     """
     features = self.pool(fused, mask)
-    if self.vqa_readout == "tokens":
+    if self.vqa_readout == "tokens" or self.relation_readout:
       if num_image_tokens is None:
-        raise ValueError("model.vqa_readout='tokens' needs answer_logits(..., "
-                         "num_image_tokens=vision.shape[1]).")
+        raise ValueError("model.vqa_readout='tokens' and model.relation_readout "
+                         "need answer_logits(..., num_image_tokens=vision.shape[1]).")
       text_start = 1 + num_image_tokens
-      question = masked_mean(fused[:, text_start:], mask[:, text_start:])
-      features = features + self.token_readout(fused[:, 1:text_start], question)
+      image, text, text_mask = (fused[:, 1:text_start], fused[:, text_start:],
+                                mask[:, text_start:])
+      question = masked_mean(text, text_mask)
+    if self.vqa_readout == "tokens":
+      features = features + self.token_readout(image, question)
+    if self.relation_readout:
+      centres, _ = self.object_selector(image, question_halves(text, text_mask),
+                                        self._patch_centres(num_image_tokens))
+      first, second = centres[:, 0], centres[:, 1]
+      hidden, out = self.relation_head
+      features = features + out(nn.gelu(hidden(jnp.concatenate(
+          [first, second, first - second, question], -1).astype(self.dtype))))
     hidden, out = self.vqa_head
     return out(nn.gelu(hidden(features)))
 
-  def box(self, fused: Array, mask: Array) -> Array:
-    """(ymin, xmin, ymax, xmax) in [0, 1] from the pooled fused tokens."""
+  def _patch_centres(self, num_tokens: int) -> Array:
+    """patch_centres of the pre-training grid, or of the square grid of
+    num_tokens patches (another resolution)."""
+    grid = tuple(self.pretrain_grid)
+    if grid[0] * grid[1] != num_tokens:
+      side = int(round(num_tokens ** 0.5))
+      if side * side != num_tokens:
+        raise ValueError(f"{num_tokens} image tokens are neither the pre-training "
+                         f"grid {grid} nor a square one.")
+      grid = (side, side)
+    return patch_centres(grid)
+
+  def box(self, fused: Array, mask: Array,
+          num_image_tokens: Optional[int] = None) -> Array:
+    """(ymin, xmin, ymax, xmax) in [0, 1] from the pooled fused tokens
+    (box_readout="select": the centre where ObjectSelector finds the referring
+    expression's object; num_image_tokens then locates the image tokens)."""
     hidden, out = self.box_head
-    center_size = jax.nn.sigmoid(out(nn.gelu(hidden(self.pool(fused, mask)))))
-    center, size = center_size[:, :2], center_size[:, 2:]
+    pooled = self.pool(fused, mask)
+    if self.box_readout == "select":
+      if num_image_tokens is None:
+        raise ValueError("model.box_readout='select' needs box(..., "
+                         "num_image_tokens=vision.shape[1]).")
+      text_start = 1 + num_image_tokens
+      query = masked_mean(fused[:, text_start:], mask[:, text_start:])
+      centres, selected = self.object_selector(
+          fused[:, 1:text_start], query[:, None], self._patch_centres(num_image_tokens))
+      # The head's centre outputs go unused: the selector's centre replaces them.
+      size = jax.nn.sigmoid(out(nn.gelu(hidden(pooled + selected[:, 0]))))[:, 2:]
+      center = centres[:, 0]
+    else:
+      center_size = jax.nn.sigmoid(out(nn.gelu(hidden(pooled))))
+      center, size = center_size[:, :2], center_size[:, 2:]
     return jnp.clip(jnp.concatenate([center - size / 2, center + size / 2], -1),
                     0.0, 1.0)
 
@@ -442,7 +553,7 @@ class SDictVLM(nn.Module):
     outputs = {
         "answer_logits": answer_logits.reshape(batch["question"].shape[:-1] +
                                                answer_logits.shape[-1:]),
-        "box": self.box(fused[asked:], mask[asked:]),
+        "box": self.box(fused[asked:], mask[asked:], vision.shape[1]),
         "caption_logits": self.caption_logits(
             batch["caption_in"], jnp.arange(caption_len), prefix, prefix_mask,
             train),
@@ -492,6 +603,8 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       pool_type=model_config.get("pool_type", "tok"),
       vqa_readout=model_config.get("vqa_readout", "pool"),
       token_pooling=model_config.get("token_pooling", "mean"),
+      box_readout=model_config.get("box_readout", "pool"),
+      relation_readout=model_config.get("relation_readout", False),
       region_words=model_config.get("region_words", False),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
