@@ -134,9 +134,9 @@ class TokenReadout(nn.Module):
 
 
 class ObjectSelector(nn.Module):
-  """Where the object a text names lies: query vectors [B, S, d] (each the mean of a
-  text's tokens) and image tokens [B, N, d] → centres [B, S, 2] and features
-  [B, S, d].
+  """Where the object a text names lies: query vectors [B, S, d] (each a weighted
+  mean of a text's tokens) and image tokens [B, N, d] → centres [B, S, 2] and
+  features [B, S, d].
 
   Each image token is compared with the query (FiLM, a token-wise layer) and
   scored; the scores' sigmoids weigh the tokens' (y, x) into one centre, and
@@ -161,7 +161,8 @@ class ObjectSelector(nn.Module):
     # + 0.01: a query that selects nothing reads the image's corner, finitely.
     mass = jnp.sum(weights, -1, keepdims=True) + 0.01
     centres = jnp.einsum("bsn,nc->bsc", weights, coordinates) / mass
-    features = jnp.einsum("bsn,bsnd->bsd", weights, h.astype(jnp.float32)) / mass
+    features = jnp.einsum("bsn,bsnd->bsd", weights, h,
+                          preferred_element_type=jnp.float32) / mass
     return centres, features.astype(h.dtype)
 
 
@@ -444,7 +445,7 @@ class SDictVLM(nn.Module):
 
   def _patch_centres(self, num_tokens: int) -> Array:
     """patch_centres of the pre-training grid, or of the square grid of
-    num_tokens patches (another resolution)."""
+    num_tokens patches (another resolution; the pipeline's images are square)."""
     grid = tuple(self.pretrain_grid)
     if grid[0] * grid[1] != num_tokens:
       side = int(round(num_tokens ** 0.5))
@@ -469,7 +470,8 @@ class SDictVLM(nn.Module):
       query = masked_mean(fused[:, text_start:], mask[:, text_start:])
       centres, selected = self.object_selector(
           fused[:, 1:text_start], query[:, None], self._patch_centres(num_image_tokens))
-      # The head's centre outputs go unused: the selector's centre replaces them.
+      # The selector's centre replaces the head's two centre outputs, which stay
+      # so that box_head has one shape (and checkpoints load) with either read-out.
       size = jax.nn.sigmoid(out(nn.gelu(hidden(pooled + selected[:, 0]))))[:, 2:]
       center = centres[:, 0]
     else:

@@ -76,17 +76,21 @@ def test_selector_centre_is_the_mean_position_of_the_selected_tokens():
   np.testing.assert_allclose(permuted, centre, rtol=1e-5, atol=1e-6)
 
 
-def test_selector_gradients_are_finite_when_nothing_is_selected():
-  """Every weight near 0: the + 0.01 of the normaliser keeps the centre finite."""
+def test_selector_is_finite_when_nothing_is_selected():
+  """Every weight exactly 0 (sigmoid(-200) underflows): the + 0.01 of the
+  normaliser keeps the centre finite (at the corner) and its gradients too."""
   width = 6
   params = _selector_that_picks_channel_0(width)
-  tokens = jnp.zeros((1, 16, width))
+  params["params"]["score"]["bias"] = jnp.full((1,), -200.0)
+  tokens = jnp.asarray(np.random.default_rng(0).normal(size=(1, 16, width)) * 0.1,
+                       jnp.float32)
 
-  def centre_sum(p):
-    return jnp.sum(model_lib.ObjectSelector().apply(
-        p, tokens, jnp.zeros((1, 1, width)), model_lib.patch_centres(GRID))[0])
+  def centre(p):
+    return model_lib.ObjectSelector().apply(
+        p, tokens, jnp.zeros((1, 1, width)), model_lib.patch_centres(GRID))[0]
 
-  grads = jax.grad(centre_sum)(params)
+  np.testing.assert_array_equal(np.asarray(centre(params)), np.zeros((1, 1, 2)))
+  grads = jax.grad(lambda p: jnp.sum(centre(p)))(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
@@ -112,9 +116,10 @@ def test_relation_readout_tells_the_two_named_objects_apart_by_word_order():
 
   change = logits(model, params, fused) - logits(model, params, reordered)
   assert float(jnp.max(jnp.abs(change))) > 1e-3  # float noise: ~1e-7
+  # The control: the same parameters without the read-out answer both alike.
   plain = _model(vqa_readout="pool")
   plain_params = {k: v for k, v in params.items()
-                  if k not in ("object_selector", "relation_head")}
+                  if k != "object_selector" and not k.startswith("relation_head")}
   np.testing.assert_allclose(logits(plain, plain_params, fused),
                              logits(plain, plain_params, reordered), rtol=1e-6)
 
@@ -128,12 +133,16 @@ def test_box_select_centre_is_the_selectors():
     fused, mask = m.fuse(vision, b["refexp"])
     n = vision.shape[1]
     query = model_lib.masked_mean(fused[:, 1 + n:], mask[:, 1 + n:])
-    centre, _ = m.object_selector(fused[:, 1:1 + n], query[:, None],
-                                  model_lib.patch_centres(GRID))
-    return m.box(fused, mask, n), centre[:, 0]
+    centre, selected = m.object_selector(fused[:, 1:1 + n], query[:, None],
+                                         model_lib.patch_centres(GRID))
+    hidden, out = m.box_head
+    size = jax.nn.sigmoid(out(jax.nn.gelu(hidden(fused[:, 0] + selected[:, 0]))))[:, 2:]
+    return m.box(fused, mask, n), centre[:, 0], size
 
-  box, centre = model.apply({"params": params}, batch, method=run)
+  box, centre, size = model.apply({"params": params}, batch, method=run)
+  assert bool(jnp.all((box > 0) & (box < 1)))  # unclipped, so the sizes compare
   np.testing.assert_allclose((box[:, :2] + box[:, 2:]) / 2, centre, atol=1e-5)
+  np.testing.assert_allclose(box[:, 2:] - box[:, :2], size, atol=1e-5)
   with pytest.raises(ValueError, match="box_readout='select' needs box"):
     model.apply({"params": params}, batch, method=lambda m, b: m.box(
         *m.fuse(m.encode_image(b["image"]), b["refexp"])))
@@ -145,7 +154,18 @@ def test_unknown_box_readout_is_a_clear_error():
     _params(model, batch)
 
 
-def test_selector_read_outs_add_no_softmax():
+def test_selector_weights_are_sigmoids_not_a_softmax():
+  """No exponential at all in the selector (sigmoid is XLA's `logistic`), so no
+  softmax however it were spelled; and the whole model with both read-outs has
+  none by the model test's count."""
+  tokens, query = jnp.ones((1, 16, 6)), jnp.ones((1, 2, 6))
+  selector = model_lib.ObjectSelector()
+  params = selector.init(jax.random.PRNGKey(0), tokens, query,
+                         model_lib.patch_centres(GRID))
+  jaxpr = jax.make_jaxpr(selector.apply)(params, tokens, query,
+                                         model_lib.patch_centres(GRID)).jaxpr
+  primitives = {e.primitive.name for e in _all_equations(jaxpr)}
+  assert "exp" not in primitives and "logistic" in primitives, primitives
   model, batch = _model(box_readout="select", relation_readout=True), _batch()
   params = _params(model, batch)
   jaxpr = jax.make_jaxpr(lambda p, b: model.apply(

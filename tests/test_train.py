@@ -29,8 +29,8 @@ def test_every_config_file_passes_the_checks(name):
 
 def test_shapes_long_is_the_default_trained_longer():
   default, long = _config("shapes"), _config("shapes_long")
-  assert long.train.steps == 5 * default.train.steps
-  assert long.loss.recon_anneal_steps == 5 * default.loss.recon_anneal_steps
+  assert long.train.steps == 3 * default.train.steps
+  assert long.loss.recon_anneal_steps == 3 * default.loss.recon_anneal_steps
   for section in ("model", "data", "optim"):
     assert long[section].to_dict() == default[section].to_dict(), section
   assert long.train.batch_size == default.train.batch_size
