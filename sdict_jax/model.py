@@ -424,12 +424,9 @@ class SDictVLM(nn.Module):
     """
     features = self.pool(fused, mask)
     if self.vqa_readout == "tokens" or self.relation_readout:
-      if num_image_tokens is None:
-        raise ValueError("model.vqa_readout='tokens' and model.relation_readout "
-                         "need answer_logits(..., num_image_tokens=vision.shape[1]).")
-      text_start = 1 + num_image_tokens
-      image, text, text_mask = (fused[:, 1:text_start], fused[:, text_start:],
-                                mask[:, text_start:])
+      image, text, text_mask = self._split_fused(
+          fused, mask, num_image_tokens,
+          "model.vqa_readout='tokens' and model.relation_readout need answer_logits")
       question = masked_mean(text, text_mask)
     if self.vqa_readout == "tokens":
       features = features + self.token_readout(image, question)
@@ -442,6 +439,15 @@ class SDictVLM(nn.Module):
           [first, second, first - second, question], -1).astype(self.dtype))))
     hidden, out = self.vqa_head
     return out(nn.gelu(hidden(features)))
+
+  @staticmethod
+  def _split_fused(fused, mask, num_image_tokens, who):
+    """fuse()'s [CLS] ⊕ image ⊕ text → (image tokens, text tokens, text mask);
+    `who` names the caller that needs num_image_tokens to find the image."""
+    if num_image_tokens is None:
+      raise ValueError(f"{who}(..., num_image_tokens=vision.shape[1]).")
+    text_start = 1 + num_image_tokens
+    return fused[:, 1:text_start], fused[:, text_start:], mask[:, text_start:]
 
   def _patch_centres(self, num_tokens: int) -> Array:
     """patch_centres of the pre-training grid, or of the square grid of
@@ -463,13 +469,11 @@ class SDictVLM(nn.Module):
     hidden, out = self.box_head
     pooled = self.pool(fused, mask)
     if self.box_readout == "select":
-      if num_image_tokens is None:
-        raise ValueError("model.box_readout='select' needs box(..., "
-                         "num_image_tokens=vision.shape[1]).")
-      text_start = 1 + num_image_tokens
-      query = masked_mean(fused[:, text_start:], mask[:, text_start:])
+      image, text, text_mask = self._split_fused(
+          fused, mask, num_image_tokens, "model.box_readout='select' needs box")
       centres, selected = self.object_selector(
-          fused[:, 1:text_start], query[:, None], self._patch_centres(num_image_tokens))
+          image, masked_mean(text, text_mask)[:, None],
+          self._patch_centres(num_image_tokens))
       # The selector's centre replaces the head's two centre outputs, which stay
       # so that box_head has one shape (and checkpoints load) with either read-out.
       size = jax.nn.sigmoid(out(nn.gelu(hidden(pooled + selected[:, 0]))))[:, 2:]
