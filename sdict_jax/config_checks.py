@@ -44,6 +44,10 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.model.box_readout={model.get('box_readout')!r}; use 'pool' (the "
            f"box head reads the pooled token) or 'select' (where the selector finds "
            f"the referring expression's object).")
+  _require(model.get("region_pooling", "mean") in ("mean", "tokens"),
+           f"config.model.region_pooling={model.get('region_pooling')!r}; use 'mean' "
+           f"(the region words from the mean of a box's vision tokens) or 'tokens' "
+           f"(from each token in the box).")
   _require(not model.get("region_words", False) or "region_words" in config.loss,
            "config.model.region_words=True needs its loss weight: set "
            "config.loss.region_words (configs/shapes.py uses 3.0).")

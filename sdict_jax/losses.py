@@ -35,16 +35,34 @@ def vqa_loss(logits, answer_scores, has_vqa):
   return _weighted_mean(jnp.sum(per_answer, -1), has_vqa)
 
 
+def _bag_of_words(texts, vocab):
+  """Word ids [..., L] (0 = pad) → (each word's share [..., V], non-empty [...])."""
+  counts = jnp.sum(jax.nn.one_hot(texts, vocab) * (texts > 0)[..., None], axis=-2)
+  total = jnp.sum(counts, -1, keepdims=True)
+  return counts / jnp.maximum(total, 1.0), total[..., 0] > 0
+
+
 def region_word_loss(logits, texts, weights):
   """Cross-entropy of each region's word logits [..., V] against its text's word
   ids [..., L] as a bag of words (each of its tokens equally likely; 0 = pad); the
   mean over the regions with weight [...] 1 (has_box, has_region) and a non-empty
   text."""
-  counts = jnp.sum(jax.nn.one_hot(texts, logits.shape[-1]) *
-                   (texts > 0)[..., None], axis=-2)
-  targets = counts / jnp.maximum(jnp.sum(counts, -1, keepdims=True), 1.0)
+  targets, named = _bag_of_words(texts, logits.shape[-1])
   per_box = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
-  return _weighted_mean(per_box, weights * (jnp.sum(counts, -1) > 0))
+  return _weighted_mean(per_box, weights * named)
+
+
+def region_token_word_loss(token_logits, masks, texts, weights):
+  """region_word_loss with every token in a box naming it: word logits of each
+  vision token [B, N, V], box masks [B, (R,) N], texts [B, (R,) L], weights
+  [B, (R,)]. A box's loss is the mean of its tokens' cross-entropies."""
+  targets, named = _bag_of_words(texts, token_logits.shape[-1])
+  log_probs = jax.nn.log_softmax(token_logits.astype(jnp.float32))
+  masks = masks.reshape(masks.shape[0], -1, masks.shape[-1])  # [B, R, N]
+  mean_log_probs = jnp.einsum("brn,bnv->brv", masks, log_probs) / jnp.maximum(
+      jnp.sum(masks, -1, keepdims=True), 1.0)
+  per_box = -jnp.sum(targets.reshape(mean_log_probs.shape) * mean_log_probs, -1)
+  return _weighted_mean(per_box, (weights * named).reshape(per_box.shape))
 
 
 def box_iou_and_giou(pred, target):
@@ -105,12 +123,16 @@ def total_loss(outputs, batch, aux_collection, step, loss_config):
   }
   loss = (loss_config.caption * parts["caption_loss"] +
           loss_config.vqa * parts["vqa_loss"] + loss_config.box * parts["box_loss"])
-  if "region_word_logits" in outputs:  # every box of the image, or the one grounded
-    # Keyed as in SDictVLM.__call__: region_boxes chose which boxes were named.
+  if "region_word_logits" in outputs or "region_token_logits" in outputs:
+    # Every box of the image, or the one grounded; keyed as in SDictVLM.__call__:
+    # region_boxes chose which boxes were named.
     words, has = ((batch["region_texts"], batch["has_region"])
                   if "region_boxes" in batch else (batch["refexp"], batch["has_box"]))
-    parts["region_word_loss"] = region_word_loss(outputs["region_word_logits"], words,
-                                                 has)
+    parts["region_word_loss"] = (
+        region_word_loss(outputs["region_word_logits"], words, has)
+        if "region_word_logits" in outputs else
+        region_token_word_loss(outputs["region_token_logits"], outputs["region_masks"],
+                               words, has))
     loss = loss + loss_config.region_words * parts["region_word_loss"]
   aux = auxiliary_losses(aux_collection)
   if "reconstruction" in aux:

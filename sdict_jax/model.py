@@ -266,6 +266,9 @@ class SDictVLM(nn.Module):
   # tokens inside its box (region_word_logits): a per-object signal for the
   # vision encoder.
   region_words: bool = False
+  # Where the region words are read: "mean", from the mean of a box's vision
+  # tokens (one vector per object); "tokens", from each token in the box.
+  region_pooling: str = "mean"
   max_text_len: int = 64
   max_caption_len: int = 64
   recon_noise: float = 0.1
@@ -340,6 +343,9 @@ class SDictVLM(nn.Module):
       self.relation_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(d, dtype=self.dtype)]
     if self.region_words:
       self.region_head = nn.Dense(self.vocab_size, dtype=jnp.float32)
+    if self.region_pooling not in ("mean", "tokens"):
+      raise ValueError(f"Unknown model.region_pooling {self.region_pooling!r}; use "
+                       "'mean' or 'tokens'.")
 
   @property
   def num_vision_atoms(self) -> int:
@@ -534,7 +540,9 @@ class SDictVLM(nn.Module):
   def __call__(self, batch: dict, train: bool = False) -> dict:
     """VQA logits, boxes and caption logits for a model batch (see pipeline.py),
     and with region_words the boxed objects' word logits (of every box in
-    `region_boxes` where the batch has it, else of `box`).
+    `region_boxes` where the batch has it, else of `box`); with
+    region_pooling="tokens", every vision token's word logits and the boxes'
+    patch masks instead (losses.region_token_word_loss averages over them).
 
     The image is encoded once. Its questions and the referring expression are
     fused with it as one stacked batch; captioning fuses the image with no text
@@ -568,7 +576,11 @@ class SDictVLM(nn.Module):
       image_size = batch["image"].shape[1:3]
       grid = (image_size[0] // self.patch_size, image_size[1] // self.patch_size)
       boxes = batch["region_boxes"] if "region_boxes" in batch else batch["box"]
-      outputs["region_word_logits"] = self.region_word_logits(vision, boxes, grid)
+      if self.region_pooling == "tokens":
+        outputs["region_token_logits"] = self.region_head(vision.astype(jnp.float32))
+        outputs["region_masks"] = box_patch_mask(boxes, grid).astype(jnp.float32)
+      else:
+        outputs["region_word_logits"] = self.region_word_logits(vision, boxes, grid)
     return outputs
 
 
@@ -612,6 +624,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       box_readout=model_config.get("box_readout", "pool"),
       relation_readout=model_config.get("relation_readout", False),
       region_words=model_config.get("region_words", False),
+      region_pooling=model_config.get("region_pooling", "mean"),
       max_text_len=model_config.max_text_len,
       max_caption_len=max(max_caption_len, model_config.get("max_caption_len", 0)),
       recon_noise=model_config.get("recon_noise", 0.1),

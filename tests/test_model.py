@@ -410,6 +410,50 @@ def test_region_words_over_every_box_equal_one_box_at_a_time():
       losses.region_word_loss(outputs["region_word_logits"], refexps, has), rtol=1e-6)
 
 
+
+def test_region_words_per_token_average_each_boxed_tokens_cross_entropy():
+  """model.region_pooling="tokens": the head names each box from every vision
+  token inside it, and the box's loss is the mean of those tokens' own
+  cross-entropies (tokens outside the box change nothing); one token per box is
+  the box read-out on that token; total_loss reads it (and the model has no
+  softmax: the log-softmax is the loss's)."""
+  from sdict_jax import losses  # pylint: disable=g-import-not-at-top
+  model = _model(region_words=True, region_pooling="tokens")
+  batch = model_lib.dummy_batch(2, 32, 8, 10, 7, regions_per_image=2) | _batch()
+  params = _params(model, batch)
+  boxes = jnp.asarray([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]],
+                       [[0.1, 0.6, 0.3, 0.9], [0.0, 0.0, 0.0, 0.0]]])
+  texts = jnp.asarray(np.random.default_rng(0).integers(4, 40, (2, 2, 8)), jnp.int32)
+  has = jnp.asarray([[1.0, 1.0], [1.0, 0.0]])
+  batch = batch | {"region_boxes": boxes, "region_texts": texts, "has_region": has}
+  outputs = model.apply({"params": params}, batch)
+  assert "region_word_logits" not in outputs
+  logits, masks = outputs["region_token_logits"], outputs["region_masks"]
+  assert logits.shape == (2, 16, 40) and masks.shape == (2, 2, 16)
+  np.testing.assert_array_equal(masks, model_lib.box_patch_mask(boxes, (4, 4)))
+  per_token = lambda b, r, n: losses.region_word_loss(logits[b, n][None],
+                                                      texts[b, r][None], jnp.ones(1))
+  expected = [np.mean([per_token(b, r, n) for n in np.nonzero(np.asarray(masks[b, r]))[0]])
+              for b, r in zip(*np.nonzero(np.asarray(has)))]
+  loss = losses.region_token_word_loss(logits, masks, texts, has)
+  np.testing.assert_allclose(loss, np.mean(expected), rtol=1e-5)
+  outside = 1.0 - jnp.max(masks * has[..., None], 1)[..., None]  # [B, N, 1]
+  noise = 5.0 * jax.random.normal(jax.random.PRNGKey(1), logits.shape)
+  np.testing.assert_allclose(
+      losses.region_token_word_loss(logits + outside * noise, masks, texts, has), loss,
+      rtol=1e-6)
+  assert abs(float(losses.region_token_word_loss(logits + (1 - outside) * noise, masks,
+                                                 texts, has) - loss)) > 1e-2
+  one = jax.nn.one_hot(jnp.asarray([[3, 7], [9, 0]]), 16)  # one token per box
+  np.testing.assert_allclose(
+      losses.region_token_word_loss(logits, one, texts, has),
+      losses.region_word_loss(jnp.take_along_axis(
+          logits, jnp.asarray([[3, 7], [9, 0]])[..., None], 1), texts, has), rtol=1e-5)
+  _, parts = losses.total_loss(outputs, batch, {}, 0, _loss_config())
+  np.testing.assert_allclose(parts["region_word_loss"], loss, rtol=1e-6)
+  jaxpr = jax.make_jaxpr(lambda p, b: model.apply({"params": p}, b))(params, batch).jaxpr
+  assert _count_softmax(jaxpr) == 0
+
 def _loss_config():
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = config_files.get_config(os.path.join(ROOT, "configs", "shapes.py"))

@@ -106,6 +106,13 @@ def test_regions_without_region_words_are_named():
     config_checks.validate(config, num_devices=4)
 
 
+def test_unknown_region_pooling_is_named():
+  config = ConfigDict(_config().to_dict())
+  config.model.region_pooling = "max"
+  with pytest.raises(config_checks.ConfigError,
+                     match="region_pooling='max'; use 'mean'.*or 'tokens'"):
+    config_checks.validate(config, num_devices=4)
+
 def test_bad_config_fails_before_any_compute(tmp_path):
   start = time.time()
   code, output = _train(tmp_path, "--config.model.mixer=transformer")
