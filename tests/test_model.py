@@ -410,7 +410,6 @@ def test_region_words_over_every_box_equal_one_box_at_a_time():
       losses.region_word_loss(outputs["region_word_logits"], refexps, has), rtol=1e-6)
 
 
-
 def test_region_words_per_token_average_each_boxed_tokens_cross_entropy():
   """model.region_pooling="tokens": the head names each box from every vision
   token inside it, and the box's loss is the mean of those tokens' own
@@ -453,6 +452,7 @@ def test_region_words_per_token_average_each_boxed_tokens_cross_entropy():
   np.testing.assert_allclose(parts["region_word_loss"], loss, rtol=1e-6)
   jaxpr = jax.make_jaxpr(lambda p, b: model.apply({"params": p}, b))(params, batch).jaxpr
   assert _count_softmax(jaxpr) == 0
+
 
 def _loss_config():
   import ml_collections  # pylint: disable=g-import-not-at-top

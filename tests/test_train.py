@@ -113,6 +113,7 @@ def test_unknown_region_pooling_is_named():
                      match="region_pooling='max'; use 'mean'.*or 'tokens'"):
     config_checks.validate(config, num_devices=4)
 
+
 def test_bad_config_fails_before_any_compute(tmp_path):
   start = time.time()
   code, output = _train(tmp_path, "--config.model.mixer=transformer")
