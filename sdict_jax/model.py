@@ -135,8 +135,9 @@ class TokenReadout(nn.Module):
 
 class ObjectSelector(nn.Module):
   """Where the object a text names lies: query vectors [B, S, d] (each a weighted
-  mean of a text's tokens) and image tokens [B, N, d] → centres [B, S, 2] and
-  features [B, S, d].
+  mean of a text's tokens) and image tokens [B, N, d] → centres [B, S, 2],
+  features [B, S, d] and the weights that made them [B, S, N] (normalised;
+  model.object_readout reads the fused tokens with them).
 
   Each image token is compared with the query (FiLM, a token-wise layer) and
   scored; the scores' sigmoids weigh the tokens' (y, x) into one centre, and
@@ -163,7 +164,7 @@ class ObjectSelector(nn.Module):
     centres = jnp.einsum("bsn,nc->bsc", weights, coordinates) / mass
     features = jnp.einsum("bsn,bsnd->bsd", weights, h,
                           preferred_element_type=jnp.float32) / mass
-    return centres, features.astype(h.dtype)
+    return centres, features.astype(h.dtype), weights / mass
 
 
 def patch_centres(grid: tuple[int, int]) -> Array:
@@ -262,6 +263,10 @@ class SDictVLM(nn.Module):
   # VQA: the positions of the objects named by the question's two halves
   # (ObjectSelector, shared with the box head) beside what the head reads.
   relation_readout: bool = False
+  # VQA: the fused image tokens where the selector finds the object the
+  # question's second half names ("what shape is the red object"), read into the
+  # answer logits by a zero-initialised linear layer.
+  object_readout: bool = False
   # A head that names the words of the referring expression from the vision
   # tokens inside its box (region_word_logits): a per-object signal for the
   # vision encoder.
@@ -337,12 +342,18 @@ class SDictVLM(nn.Module):
     if self.box_readout not in ("pool", "select"):
       raise ValueError(f"Unknown model.box_readout {self.box_readout!r}; use 'pool' "
                        "or 'select'.")
-    if self.box_readout == "select" or self.relation_readout:
+    if self.box_readout == "select" or self.relation_readout or self.object_readout:
       self.object_selector = ObjectSelector()
     if self.relation_readout:
       self.relation_head = [nn.Dense(d, dtype=self.dtype), nn.Dense(d, dtype=self.dtype)]
     if self.region_words:
       self.region_head = nn.Dense(self.vocab_size, dtype=jnp.float32)
+    if self.object_readout:
+      # Zero: the read-out starts as the model without it, and grows only as far
+      # as the answers want it (README, "What the question names, read where it
+      # is found").
+      self.object_head = nn.Dense(self.num_answers, dtype=jnp.float32,
+                                  kernel_init=nn.initializers.zeros)
     if self.region_pooling not in ("mean", "tokens"):
       raise ValueError(f"Unknown model.region_pooling {self.region_pooling!r}; use "
                        "'mean' or 'tokens'.")
@@ -429,22 +440,33 @@ class SDictVLM(nn.Module):
     sequence; the "tokens" read-out needs it.
     """
     features = self.pool(fused, mask)
-    if self.vqa_readout == "tokens" or self.relation_readout:
+    if self.vqa_readout == "tokens" or self.relation_readout or self.object_readout:
       image, text, text_mask = self._split_fused(
           fused, mask, num_image_tokens,
-          "model.vqa_readout='tokens' and model.relation_readout need answer_logits")
+          "model.vqa_readout='tokens', model.relation_readout and "
+          "model.object_readout need answer_logits")
       question = masked_mean(text, text_mask)
     if self.vqa_readout == "tokens":
       features = features + self.token_readout(image, question)
+    if self.relation_readout or self.object_readout:
+      centres, _, weights = self.object_selector(
+          image, question_halves(text, text_mask),
+          self._patch_centres(num_image_tokens))
     if self.relation_readout:
-      centres, _ = self.object_selector(image, question_halves(text, text_mask),
-                                        self._patch_centres(num_image_tokens))
       first, second = centres[:, 0], centres[:, 1]
       hidden, out = self.relation_head
       features = features + out(nn.gelu(hidden(jnp.concatenate(
           [first, second, first - second, question], -1).astype(self.dtype))))
     hidden, out = self.vqa_head
-    return out(nn.gelu(hidden(features)))
+    logits = out(nn.gelu(hidden(features)))
+    if self.object_readout:
+      # The question's second half names the object asked about ("... the red
+      # object"). Its selector weights are held (stop-gradient): the box loss
+      # teaches where objects are; the answers only read there.
+      named = jnp.einsum("bn,bnd->bd", jax.lax.stop_gradient(weights[:, 1]),
+                         image.astype(jnp.float32))
+      logits = logits + self.object_head(named)
+    return logits
 
   @staticmethod
   def _split_fused(fused, mask, num_image_tokens, who):
@@ -477,7 +499,7 @@ class SDictVLM(nn.Module):
     if self.box_readout == "select":
       image, text, text_mask = self._split_fused(
           fused, mask, num_image_tokens, "model.box_readout='select' needs box")
-      centres, selected = self.object_selector(
+      centres, selected, _ = self.object_selector(
           image, masked_mean(text, text_mask)[:, None],
           self._patch_centres(num_image_tokens))
       # The selector's centre replaces the head's two centre outputs, which stay
@@ -623,6 +645,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       token_pooling=model_config.get("token_pooling", "mean"),
       box_readout=model_config.get("box_readout", "pool"),
       relation_readout=model_config.get("relation_readout", False),
+      object_readout=model_config.get("object_readout", False),
       region_words=model_config.get("region_words", False),
       region_pooling=model_config.get("region_pooling", "mean"),
       max_text_len=model_config.max_text_len,

@@ -183,12 +183,15 @@ def test_a_new_answer_vocabulary_gets_a_fresh_head_that_is_listed(source, capsys
   config = tiny_config(init_from=workdir)
   _, abstract, fresh_state = setup(num_answers=5)
   state, report = init_from.initial_state(config, abstract, fresh_state)
-  assert sorted(report.fresh) == ["vqa_head_1/bias", "vqa_head_1/kernel"]
+  # Both layers that end in the answers: the VQA head's last and the named
+  # object's read (model.object_readout).
+  assert sorted(report.fresh) == ["object_head/bias", "object_head/kernel",
+                                  "vqa_head_1/bias", "vqa_head_1/kernel"]
   answers = len(_bundle().answer_vocab)
   assert f"(32, {answers}) in the checkpoint, (32, 5) here" in report.fresh[
       "vqa_head_1/kernel"]
   printed = capsys.readouterr().out
-  assert "2 initialised afresh" in printed and "vqa_head_1/kernel" in printed
+  assert "4 initialised afresh" in printed and "vqa_head_1/kernel" in printed
   fresh = fresh_state(0)["params"]
   np.testing.assert_array_equal(state["params"]["vqa_head_1"]["kernel"],
                                 fresh["vqa_head_1"]["kernel"])
@@ -196,7 +199,7 @@ def test_a_new_answer_vocabulary_gets_a_fresh_head_that_is_listed(source, capsys
     np.testing.assert_array_equal(_leaf(state["params"], path),
                                   _leaf(source_state["params"], path), err_msg=path)
   assert "vqa_head_0/kernel" in report.loaded
-  assert len(report.loaded) == len(jax.tree.leaves(state["params"])) - 2
+  assert len(report.loaded) == len(jax.tree.leaves(state["params"])) - 4
 
 
 # --------------------------------------------------------------------- mismatches
@@ -459,7 +462,8 @@ def test_a_checkpoint_of_one_device_starts_a_run_on_four_with_fsdp(tmp_path):
   assert results["local_shape"] == [32, 16]  # [32, 64] split 4 ways
   assert results["same_layout"] and results["equal"]
   assert results["moments"] == MOMENT
-  assert results["fresh"] == ["vqa_head_1/bias", "vqa_head_1/kernel"]
+  assert results["fresh"] == ["object_head/bias", "object_head/kernel",
+                              "vqa_head_1/bias", "vqa_head_1/kernel"]
 
 
 # --------------------------------------------------------------------- schedule

@@ -454,6 +454,26 @@ def test_region_words_per_token_average_each_boxed_tokens_cross_entropy():
   assert _count_softmax(jaxpr) == 0
 
 
+def test_region_words_per_token_with_one_grounded_box():
+  """Without region_boxes the per-token region words name the grounded box
+  (batch["box"]) by the referring expression: one mask per image, and the loss
+  is the mean of the boxed tokens' cross-entropies, weighted by has_box."""
+  from sdict_jax import losses  # pylint: disable=g-import-not-at-top
+  model = _model(region_words=True, region_pooling="tokens")
+  batch = _batch() | {"box": jnp.asarray([[0.0, 0.0, 0.5, 0.5], [0.1, 0.6, 0.3, 0.9]]),
+                      "has_box": jnp.asarray([1.0, 0.0])}
+  assert "region_boxes" not in batch
+  outputs = model.apply({"params": _params(model, batch)}, batch)
+  logits, masks = outputs["region_token_logits"], outputs["region_masks"]
+  assert masks.shape == (2, 16)
+  np.testing.assert_array_equal(masks, model_lib.box_patch_mask(batch["box"], (4, 4)))
+  tokens = np.nonzero(np.asarray(masks[0]))[0]
+  expected = np.mean([losses.region_word_loss(logits[0, n][None], batch["refexp"][:1],
+                                              jnp.ones(1)) for n in tokens])
+  _, parts = losses.total_loss(outputs, batch, {}, 0, _loss_config())
+  np.testing.assert_allclose(parts["region_word_loss"], expected, rtol=1e-5)
+
+
 def _loss_config():
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = config_files.get_config(os.path.join(ROOT, "configs", "shapes.py"))

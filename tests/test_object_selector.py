@@ -65,14 +65,19 @@ def test_selector_centre_is_the_mean_position_of_the_selected_tokens():
   params = _selector_that_picks_channel_0(width)
   assert set(params["params"]) == set(
       selector.init(jax.random.PRNGKey(0), tokens, query, centres)["params"])
-  centre, features = selector.apply(params, jnp.asarray(tokens), query, centres)
+  centre, features, weights = selector.apply(params, jnp.asarray(tokens), query,
+                                             centres)
   np.testing.assert_allclose(centre[0, 0], jnp.mean(centres[np.array(picked)], 0),
                              atol=1e-2)
   assert features.shape == (1, 1, width)
+  # The normalised weights: a third on each picked patch, the centre their mean.
+  np.testing.assert_allclose(weights[0, 0], np.isin(np.arange(16), picked) / 3.01,
+                             atol=1e-3)
+  np.testing.assert_allclose(weights[0, 0] @ centres, centre[0, 0], rtol=1e-5)
   # Tokens and their positions permuted together: the same centre.
   order = np.random.default_rng(0).permutation(16)
-  permuted, _ = selector.apply(params, jnp.asarray(tokens[:, order]), query,
-                               centres[order])
+  permuted, _, _ = selector.apply(params, jnp.asarray(tokens[:, order]), query,
+                                  centres[order])
   np.testing.assert_allclose(permuted, centre, rtol=1e-5, atol=1e-6)
 
 
@@ -133,8 +138,8 @@ def test_box_select_centre_is_the_selectors():
     fused, mask = m.fuse(vision, b["refexp"])
     n = vision.shape[1]
     query = model_lib.masked_mean(fused[:, 1 + n:], mask[:, 1 + n:])
-    centre, selected = m.object_selector(fused[:, 1:1 + n], query[:, None],
-                                         model_lib.patch_centres(GRID))
+    centre, selected, _ = m.object_selector(fused[:, 1:1 + n], query[:, None],
+                                            model_lib.patch_centres(GRID))
     hidden, out = m.box_head
     size = jax.nn.sigmoid(out(jax.nn.gelu(hidden(fused[:, 0] + selected[:, 0]))))[:, 2:]
     return m.box(fused, mask, n), centre[:, 0], size
@@ -174,3 +179,40 @@ def test_selector_weights_are_sigmoids_not_a_softmax():
   assert _count_softmax(jaxpr) == 0
   primitives = {e.primitive.name for e in _all_equations(jaxpr)}
   assert "conv_general_dilated" not in primitives
+
+
+def test_object_readout_reads_the_second_halfs_object_and_holds_the_selector():
+  """model.object_readout: answer logits + W · Σ_n w_n x_n, the fused image tokens
+  x_n under the selector's weights w for the question's second half. W starts
+  at zero (the model without the read-out, to the last bit); the answers'
+  gradient reaches the tokens read, not the selector (stop-gradient)."""
+  model = _model(vqa_readout="pool", object_readout=True)  # no relation read-out
+  params = _params(model, _batch())
+  rng = np.random.default_rng(0)
+  fused = jnp.asarray(rng.normal(size=(2, 1 + 16 + 8, 32)), jnp.float32)
+  mask = jnp.ones((2, 1 + 16 + 8)).at[:, -2:].set(0.0)
+
+  def logits(m, p, f):
+    return m.apply({"params": p}, f, mask, 16, method=model_lib.SDictVLM.answer_logits)
+
+  plain = _model(vqa_readout="pool")
+  plain_params = {k: v for k, v in params.items()
+                  if k not in ("object_selector", "object_head")}
+  np.testing.assert_array_equal(logits(model, params, fused),
+                                logits(plain, plain_params, fused))
+  film = params["object_selector"]["film"]
+  film["kernel"] = jax.random.normal(jax.random.PRNGKey(3), film["kernel"].shape)
+  head = jax.random.normal(jax.random.PRNGKey(4), (32, 7))
+  trained = params | {"object_head": {"kernel": head, "bias": jnp.zeros(7)}}
+  image, text = fused[:, 1:17], fused[:, 17:]
+  _, _, weights = model_lib.ObjectSelector().apply(
+      {"params": params["object_selector"]}, image,
+      model_lib.question_halves(text, mask[:, 17:]), model_lib.patch_centres(GRID))
+  np.testing.assert_allclose(
+      logits(model, trained, fused) - logits(plain, plain_params, fused),
+      jnp.einsum("bn,bnd->bd", weights[:, 1], image) @ head, rtol=1e-4, atol=1e-5)
+  grads = jax.grad(lambda p, f: jnp.sum(logits(model, p, f) ** 2), argnums=(0, 1))(
+      trained, fused)
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0
+             for g in jax.tree.leaves(grads[0]["object_selector"]))
+  assert float(jnp.max(jnp.abs(grads[1][:, 1:17]))) > 1e-3
