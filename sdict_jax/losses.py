@@ -65,6 +65,21 @@ def region_token_word_loss(token_logits, masks, texts, weights):
   return _weighted_mean(per_box, (weights * named).reshape(per_box.shape))
 
 
+def objectness_loss(logits, masks, has_region):
+  """Sigmoid cross-entropy of each image token's "on an object" logit [B, Q, N]
+  (Q questions' fused copies of one image) against "inside any of the image's
+  boxes": masks [B, R, N], has_region [B, R]. Images without boxes add nothing.
+  Only a source that boxes every object (shapes: all of up to 4) makes this
+  objectness: an object without a box counts as background."""
+  has_region = has_region.astype(jnp.float32)
+  target = jnp.max(masks * has_region[..., None], axis=1)  # [B, N]
+  per_token = optax.sigmoid_binary_cross_entropy(
+      logits.astype(jnp.float32), jnp.broadcast_to(target[:, None], logits.shape))
+  return _weighted_mean(jnp.mean(per_token, -1),
+                        jnp.broadcast_to(jnp.max(has_region, -1)[:, None],
+                                         logits.shape[:2]))
+
+
 def box_iou_and_giou(pred, target):
   """IoU and generalised IoU of (ymin, xmin, ymax, xmax) boxes: ([B], [B])."""
   area = lambda b: jnp.maximum(b[..., 2] - b[..., 0], 0) * jnp.maximum(
@@ -134,6 +149,10 @@ def total_loss(outputs, batch, aux_collection, step, loss_config):
         region_token_word_loss(outputs["region_token_logits"], outputs["region_masks"],
                                words, has))
     loss = loss + loss_config.region_words * parts["region_word_loss"]
+  if "objectness_logits" in outputs:
+    parts["objectness_loss"] = objectness_loss(
+        outputs["objectness_logits"], outputs["object_masks"], batch["has_region"])
+    loss = loss + loss_config.objectness * parts["objectness_loss"]
   aux = auxiliary_losses(aux_collection)
   if "reconstruction" in aux:
     beta = reconstruction_weight(step, loss_config.recon_start,

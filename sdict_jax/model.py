@@ -9,6 +9,8 @@
   box_readout="select", relation_readout: the box's centre, and the positions of
   the two objects a question names, where ObjectSelector finds the text's object
   among the fused image tokens.
+  object_readout, relative_readout: what lies where the question's object is
+  found, or on the side of it the relation word names, read into the answers.
 
 Every block is pre-LayerNorm → mixer → residual → LayerNorm → GELU MLP → residual;
 the mixer is chosen by name, so the attention and FNet baselines differ from
@@ -38,6 +40,12 @@ TRUNK_PARAMS = (r"(vision|text|fusion)_\d+/.*|(vision|text|fusion)_norm/.*"
 # optim.lr_mults, it gives the encoder its own step.
 VISION_PARAMS = (r"vision_\d+/.*|vision_norm/.*|patch_projection/.*|vision_position"
                  r"|vision_omega")
+
+
+# The relative read's side, σ(s · u(q) · (p - c)): with s = 10 a learned
+# direction u of norm 1 already weighs a patch 0.25 past the named object's
+# centre at 0.92, so the step need not grow u first.
+_SIDE_SHARPNESS = 10.0
 
 
 class Block(nn.Module):
@@ -136,8 +144,9 @@ class TokenReadout(nn.Module):
 class ObjectSelector(nn.Module):
   """Where the object a text names lies: query vectors [B, S, d] (each a weighted
   mean of a text's tokens) and image tokens [B, N, d] → centres [B, S, 2],
-  features [B, S, d] and the weights that made them [B, S, N] (normalised;
-  model.object_readout reads the fused tokens with them).
+  features [B, S, d] and each token's weight [B, S, N] in [0, 1] (before the
+  normalisation that made the centres; model.object_readout reads the fused
+  tokens with them).
 
   Each image token is compared with the query (FiLM, a token-wise layer) and
   scored; the scores' sigmoids weigh the tokens' (y, x) into one centre, and
@@ -164,7 +173,7 @@ class ObjectSelector(nn.Module):
     centres = jnp.einsum("bsn,nc->bsc", weights, coordinates) / mass
     features = jnp.einsum("bsn,bsnd->bsd", weights, h,
                           preferred_element_type=jnp.float32) / mass
-    return centres, features.astype(h.dtype), weights / mass
+    return centres, features.astype(h.dtype), weights
 
 
 def patch_centres(grid: tuple[int, int]) -> Array:
@@ -267,6 +276,12 @@ class SDictVLM(nn.Module):
   # question's second half names ("what shape is the red object"), read into the
   # answer logits by a zero-initialised linear layer.
   object_readout: bool = False
+  # With object_readout: also the object on the side of the named one that the
+  # question's relation word points to ("what shape is left of the red
+  # object"), found among the tokens an objectness head (trained on every box
+  # of the image) marks, and mixed with the named object's read by a gate of
+  # the question.
+  relative_readout: bool = False
   # A head that names the words of the referring expression from the vision
   # tokens inside its box (region_word_logits): a per-object signal for the
   # vision encoder.
@@ -354,6 +369,15 @@ class SDictVLM(nn.Module):
       # is found").
       self.object_head = nn.Dense(self.num_answers, dtype=jnp.float32,
                                   kernel_init=nn.initializers.zeros)
+    if self.relative_readout:
+      if not self.object_readout:
+        raise ValueError("model.relative_readout reads through object_readout's "
+                         "head; set model.object_readout=True.")
+      self.objectness_head = nn.Dense(1, dtype=jnp.float32)
+      # Zero: at init every side is half-taken and the gate half-open.
+      zeros = nn.initializers.zeros
+      self.relation_direction = nn.Dense(2, dtype=jnp.float32, kernel_init=zeros)
+      self.relative_gate = nn.Dense(1, dtype=jnp.float32, kernel_init=zeros)
     if self.region_pooling not in ("mean", "tokens"):
       raise ValueError(f"Unknown model.region_pooling {self.region_pooling!r}; use "
                        "'mean' or 'tokens'.")
@@ -466,10 +490,47 @@ class SDictVLM(nn.Module):
       # logits, after vqa_head: in the features it reads, the same read cost
       # the relation yes/no questions (0.85 -> 0.55; README, "What the question
       # names, read where it is found").
-      named = jnp.einsum("bn,bnd->bd", jax.lax.stop_gradient(weights[:, 1]),
-                         image.astype(jnp.float32))
-      logits = logits + self.object_head(named)
+      logits = logits + self.object_head(self.object_read(
+          image, question, centres[:, 1], weights[:, 1]))
     return logits
+
+  def object_read(self, image: Array, question: Array, centre: Array,
+                   selected: Array) -> Array:
+    """What object_head reads [B, d]: the image tokens [B, N, d] under the
+    selector's weights [B, N] for the question's second half (centre [B, 2]),
+    and with relative_readout, gated by the question, under the weights of the
+    object on the side of it the question's relation word names.
+
+    "What shape is left of the red object": the second half finds the red
+    object, whose own shape is the wrong answer (a quarter of the relation ->
+    shape questions' errors before this read; README, "The object beside the
+    named one"). The target is the object, other than the named one, on that
+    side: objectness x side x (1 - selected). Where objects are is learned from
+    the boxes (objectness_logits), the side from the answers.
+    """
+    image = image.astype(jnp.float32)
+    selected = jax.lax.stop_gradient(selected)
+
+    def read(weights):  # + 0.01: a read of nothing is finite (zero)
+      return jnp.einsum("bn,bnd->bd", weights, image) / (
+          jnp.sum(weights, -1, keepdims=True) + 0.01)
+
+    named = read(selected)
+    if not self.relative_readout:
+      return named
+    objects = jax.nn.sigmoid(jax.lax.stop_gradient(self.objectness_logits(image)))
+    offsets = (self._patch_centres(image.shape[1])[None] -
+               jax.lax.stop_gradient(centre)[:, None])  # [B, N, 2] (y, x)
+    side = jax.nn.sigmoid(_SIDE_SHARPNESS * jnp.einsum(
+        "bnc,bc->bn", offsets, self.relation_direction(question)))
+    beside = read(objects * side * (1 - selected))
+    gate = jax.nn.sigmoid(self.relative_gate(question))
+    return named + gate * (beside - named)
+
+  def objectness_logits(self, image: Array) -> Array:
+    """Image tokens [B, N, d] → [B, N] logits of "this token lies on an object"
+    (losses.objectness_loss: inside any of the image's boxes)."""
+    return self.objectness_head(image.astype(jnp.float32))[..., 0]
 
   @staticmethod
   def _split_fused(fused, mask, num_image_tokens, who):
@@ -597,9 +658,17 @@ class SDictVLM(nn.Module):
             batch["caption_in"], jnp.arange(caption_len), prefix, prefix_mask,
             train),
     }
+    image_size = batch["image"].shape[1:3]
+    grid = (image_size[0] // self.patch_size, image_size[1] // self.patch_size)
+    if self.relative_readout and "region_boxes" in batch:
+      # On the fused image tokens, which the read weighs: every token says
+      # whether it lies on an object (the loss: inside any box of the image).
+      image = fused[:asked, 1:1 + vision.shape[1]]
+      outputs["objectness_logits"] = self.objectness_logits(image).reshape(
+          batch_size, per_image, -1)
+      outputs["object_masks"] = box_patch_mask(batch["region_boxes"], grid).astype(
+          jnp.float32)
     if self.region_words:
-      image_size = batch["image"].shape[1:3]
-      grid = (image_size[0] // self.patch_size, image_size[1] // self.patch_size)
       boxes = batch["region_boxes"] if "region_boxes" in batch else batch["box"]
       if self.region_pooling == "tokens":
         outputs["region_token_logits"] = self.region_head(vision.astype(jnp.float32))
@@ -649,6 +718,7 @@ def from_config(model_config, *, vocab_size: int, num_answers: int, image_size: 
       box_readout=model_config.get("box_readout", "pool"),
       relation_readout=model_config.get("relation_readout", False),
       object_readout=model_config.get("object_readout", False),
+      relative_readout=model_config.get("relative_readout", False),
       region_words=model_config.get("region_words", False),
       region_pooling=model_config.get("region_pooling", "mean"),
       max_text_len=model_config.max_text_len,

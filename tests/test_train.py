@@ -106,6 +106,19 @@ def test_regions_without_region_words_are_named():
     config_checks.validate(config, num_devices=4)
 
 
+def test_relative_readout_without_what_it_needs_is_named():
+  """model.relative_readout reads through object_readout's head and learns where
+  objects are from every box (loss.objectness, data.regions_per_image)."""
+  config = ConfigDict(_config("shapes").to_dict())
+  config.model.object_readout = False
+  with pytest.raises(config_checks.ConfigError, match="set config.model.object_readout"):
+    config_checks.validate(config, num_devices=4)
+  config = ConfigDict(_config("shapes").to_dict())
+  del config.loss["objectness"]
+  with pytest.raises(config_checks.ConfigError, match="set config.loss.objectness"):
+    config_checks.validate(config, num_devices=4)
+
+
 def test_unknown_region_pooling_is_named():
   config = ConfigDict(_config().to_dict())
   config.model.region_pooling = "max"
