@@ -38,7 +38,8 @@ from sdict_jax import checkpointing
 # Parameters that depend on the task's answers, not on what pre-training learned,
 # and the object selector's read-outs, which a run from before them lacks (a
 # fine-tuning run that turns them on starts them afresh, listed in the log).
-HEADS = r"(vqa_head|box_head|relation_head)_\d+/.*|object_selector/.*|object_head/.*"
+HEADS = (r"(vqa_head|box_head|relation_head)_\d+/.*|object_selector/.*|object_head/.*"
+         r"|objectness_head/.*|relation_direction/.*|relative_gate/.*")
 TOKEN_EMBEDDING = "token_embedding/embedding"
 _LISTED = 12  # problems named one by one in an error message
 

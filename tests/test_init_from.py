@@ -248,6 +248,23 @@ def test_more_layers_or_atoms_are_errors_naming_the_parameters():
       str(error.value))
 
 
+def test_read_outs_a_checkpoint_lacks_start_afresh_and_are_listed():
+  """A checkpoint from before model.relative_readout (session 18's default) starts
+  a run that has it: its three layers are initialised afresh and named, the rest
+  loads; the other way round, the checkpoint's extra read-outs are left out."""
+  from sdict_jax import init_from
+
+  old = {"vision_0/mlp_in/kernel": (32, 64), "object_head/kernel": (32, 7)}
+  new = {**old, "objectness_head/kernel": (32, 1), "relation_direction/kernel": (32, 2),
+         "relative_gate/kernel": (32, 1)}
+  loaded, fresh, _ = init_from.plan_parameters(new, old)
+  assert loaded == ["object_head/kernel", "vision_0/mlp_in/kernel"]
+  assert fresh == {path: "absent from the checkpoint" for path in (
+      "objectness_head/kernel", "relation_direction/kernel", "relative_gate/kernel")}
+  loaded, fresh, _ = init_from.plan_parameters(old, new)
+  assert loaded == sorted(old) and not fresh
+
+
 def test_a_different_text_vocabulary_names_both_tokenizers_and_the_fix(source):
   from sdict_jax import init_from
 
