@@ -51,14 +51,6 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
   _require(not model.get("region_words", False) or "region_words" in config.loss,
            "config.model.region_words=True needs its loss weight: set "
            "config.loss.region_words (configs/shapes.py uses 3.0).")
-  if model.get("relative_readout", False):
-    _require(model.get("object_readout", False),
-             "config.model.relative_readout=True reads through the named object's "
-             "read-out; set config.model.object_readout=True.")
-    _require("objectness" in config.loss and data.get("regions_per_image", 0) > 0,
-             "config.model.relative_readout=True learns where objects are from every "
-             "box of the image: set config.loss.objectness (configs/shapes.py: 1.0) "
-             "and config.data.regions_per_image > 0.")
   _require(model.num_atoms >= 1,
            f"config.model.num_atoms={model.num_atoms}; the dictionary needs K >= 1 atoms.")
   _require(model.width >= 1 and model.mlp_ratio >= 1,
@@ -104,6 +96,14 @@ def validate(config, *, num_devices: int, num_processes: int = 1,
            f"config.data.regions_per_image={regions} feeds the region-words loss, "
            f"which is off: set config.model.region_words=True (and "
            f"config.loss.region_words) or config.data.regions_per_image=0.")
+  if model.get("relative_readout", False):
+    _require(model.get("object_readout", False),
+             "config.model.relative_readout=True reads through the named object's "
+             "read-out; set config.model.object_readout=True.")
+    _require("objectness" in config.loss and data.get("regions_per_image", 0) > 0,
+             "config.model.relative_readout=True learns where objects are from every "
+             "box of the image: set config.loss.objectness (configs/shapes.py: 1.0) "
+             "and config.data.regions_per_image > 0.")
   _require(train.compute_dtype in ("float32", "bfloat16"),
            f"config.train.compute_dtype={train.compute_dtype!r}; use 'float32' or "
            f"'bfloat16'.")
