@@ -502,8 +502,8 @@ class SDictVLM(nn.Module):
     object on the side of it the question's relation word names.
 
     "What shape is left of the red object": the second half finds the red
-    object, whose own shape is the wrong answer (a quarter of the relation ->
-    shape questions' errors before this read; README, "The object beside the
+    object, whose own shape is the wrong answer (more than half of the relation
+    -> shape questions' errors before this read; README, "The object beside the
     named one"). The target is the object, other than the named one, on that
     side: objectness x side x (1 - selected). Where objects are is learned from
     the boxes (objectness_logits), the side from the answers.
