@@ -184,17 +184,22 @@ def test_selector_weights_are_sigmoids_not_a_softmax():
   assert "conv_general_dilated" not in primitives
 
 
+def _fused_question():
+  """Random fused tokens of two examples, [CLS] + 16 image tokens + 8 text
+  positions of which 6 are valid, and their mask."""
+  rng = np.random.default_rng(0)
+  fused = jnp.asarray(rng.normal(size=(2, 1 + 16 + 8, 32)), jnp.float32)
+  return fused, jnp.ones((2, 1 + 16 + 8)).at[:, -2:].set(0.0)
+
+
 def test_object_readout_reads_the_second_halfs_object_and_holds_the_selector():
   """model.object_readout: answer logits + W · Σ_n w_n x_n / (Σ_n w_n + 0.01), the
   fused image tokens x_n under the selector's weights w for the question's second
-  half. W starts
-  at zero (the model without the read-out, to the last bit); the answers'
-  gradient reaches the tokens read, not the selector (stop-gradient)."""
+  half. W starts at zero (the model without the read-out, to the last bit); the
+  answers' gradient reaches the tokens read, not the selector (stop-gradient)."""
   model = _model(vqa_readout="pool", object_readout=True)  # no relation read-out
   params = _params(model, _batch())
-  rng = np.random.default_rng(0)
-  fused = jnp.asarray(rng.normal(size=(2, 1 + 16 + 8, 32)), jnp.float32)
-  mask = jnp.ones((2, 1 + 16 + 8)).at[:, -2:].set(0.0)
+  fused, mask = _fused_question()
 
   def logits(m, p, f):
     return m.apply({"params": p}, f, mask, 16, method=model_lib.SDictVLM.answer_logits)
@@ -275,9 +280,7 @@ def test_relative_read_learns_the_side_from_the_answers_and_holds_the_rest():
   loss); the read starts as nothing in the logits (object_head is zero)."""
   model = _model(vqa_readout="pool", object_readout=True, relative_readout=True)
   params = _params(model, _batch())
-  rng = np.random.default_rng(0)
-  fused = jnp.asarray(rng.normal(size=(2, 1 + 16 + 8, 32)), jnp.float32)
-  mask = jnp.ones((2, 1 + 16 + 8)).at[:, -2:].set(0.0)
+  fused, mask = _fused_question()
 
   def logits(p):
     return model.apply({"params": p}, fused, mask, 16,
